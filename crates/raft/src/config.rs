@@ -118,7 +118,8 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_refused() {
-        let cases: Vec<Box<dyn Fn(&mut Config)>> = vec![
+        type Breaker = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<Breaker> = vec![
             Box::new(|c| c.id = 0),
             Box::new(|c| c.heartbeat_tick = 0),
             Box::new(|c| c.election_tick = c.heartbeat_tick),
