@@ -400,6 +400,9 @@ impl Raft {
             }
             // A transfer that did not finish within an election timeout failed.
             self.lead_transferee = None;
+            if !self.promotable() {
+                self.hand_over_leadership();
+            }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -822,16 +825,10 @@ impl Raft {
             self.send(from, accept(committed));
             return;
         }
-        if !snapshot.meta.conf_state.members().contains(&self.id) {
-            tracing::warn!(
-                node = self.id,
-                index,
-                "ignoring snapshot of a configuration without this node"
-            );
-            let committed = self.log.committed;
-            self.send(from, accept(committed));
-            return;
-        }
+        // The snapshot's configuration may predate this node's membership
+        // (it was added after the snapshot was taken). That is fine: the
+        // change adding it follows in the log, and until it is applied the
+        // node is not promotable, so it cannot campaign on a wrong view.
         match confchange::restore(&self.tracker, &snapshot.meta.conf_state, index) {
             Ok((membership, progress)) => self.tracker.apply(membership, progress),
             Err(err) => {
@@ -894,7 +891,7 @@ impl Raft {
                 pr.become_replicate();
             }
             ProgressState::Snapshot => {}
-            ProgressState::Replicate => pr.inflights.free_le(index),
+            ProgressState::Replicate => pr.free_inflights(index),
         }
         let matched = pr.matched;
         if self.maybe_commit() {
@@ -920,7 +917,7 @@ impl Raft {
             return;
         };
         pr.recent_active = true;
-        pr.probe_sent = false;
+        pr.paused = false;
         if pr.matched < last_index || pr.state == ProgressState::Probe {
             self.maybe_send_append(from, true);
         }
@@ -1163,11 +1160,12 @@ impl Raft {
             return conf_state;
         }
         if !self.promotable() {
-            // Removed or demoted: a leader that is not a voter would go on
-            // counting itself toward quorums it is no longer part of.
-            tracing::info!(node = self.id, "leader is no longer a voter; stepping down");
-            self.become_follower(self.term, NO_NODE);
-            return conf_state;
+            // Removed or demoted. Stepping down at once could strand the
+            // cluster: the remaining voters may not yet know this change is
+            // committed, and still need this node's vote under the old
+            // configuration. Keep leading (without counting ourselves) until
+            // the best-placed voter has taken over.
+            self.hand_over_leadership();
         }
         if self.maybe_commit() {
             self.bcast_append();
@@ -1233,6 +1231,32 @@ impl Raft {
         Ok(())
     }
 
+    /// A leader that is no longer a voter hands leadership to the voter with
+    /// the most of its log.
+    fn hand_over_leadership(&mut self) {
+        let id = self.id;
+        let best = self
+            .tracker
+            .progress
+            .iter()
+            .filter(|&(&peer, pr)| peer != id && !pr.is_learner && self.tracker.is_voter(peer))
+            .max_by_key(|&(&peer, pr)| (pr.matched, std::cmp::Reverse(peer)))
+            .map(|(&peer, _)| peer);
+        match best {
+            Some(target) => {
+                tracing::info!(
+                    node = id,
+                    target,
+                    "leader is no longer a voter; handing over leadership"
+                );
+                if let Err(err) = self.transfer_leadership(target) {
+                    tracing::warn!(node = id, %err, "could not hand over leadership");
+                }
+            }
+            None => self.become_follower(self.term, NO_NODE),
+        }
+    }
+
     // ---- reports from the application -------------------------------------
 
     /// The transport could not reach `to`: stop streaming appends to it.
@@ -1257,7 +1281,7 @@ impl Raft {
         }
         pr.become_probe();
         // Wait for the follower's answer (or a heartbeat) before probing.
-        pr.probe_sent = true;
+        pr.paused = true;
     }
 
     /// Records that the application took a snapshot covering the log up to

@@ -38,9 +38,12 @@ pub struct Progress {
     pub pending_snapshot: Index,
     /// Whether the follower was heard from since the last quorum check.
     pub recent_active: bool,
-    /// In `Probe` state: an append is outstanding, send no other until an
-    /// answer or a heartbeat response arrives.
-    pub probe_sent: bool,
+    /// Appends are paused until the follower answers: in `Probe` state after
+    /// each append, in `Replicate` state when the inflight window is full. A
+    /// heartbeat response lifts the pause, so one append goes out even past a
+    /// full window; if the whole window was lost, the follower rejects that
+    /// append and the leader starts probing again instead of waiting forever.
+    pub paused: bool,
     /// Appends in flight in `Replicate` state.
     pub inflights: Inflights,
     /// Whether the node is a learner (receives the log, never votes).
@@ -56,14 +59,14 @@ impl Progress {
             state: ProgressState::Probe,
             pending_snapshot: 0,
             recent_active: false,
-            probe_sent: false,
+            paused: false,
             inflights: Inflights::new(inflight_count_max, inflight_bytes_max),
             is_learner: false,
         }
     }
 
     fn reset_state(&mut self, state: ProgressState) {
-        self.probe_sent = false;
+        self.paused = false;
         self.pending_snapshot = 0;
         self.state = state;
         self.inflights.reset();
@@ -100,7 +103,7 @@ impl Progress {
         let updated = self.matched < index;
         if updated {
             self.matched = index;
-            self.probe_sent = false;
+            self.paused = false;
         }
         self.next = self.next.max(index + 1);
         updated
@@ -114,8 +117,9 @@ impl Progress {
                     self.next = last_index + 1;
                     self.inflights.add(last_index, size_bytes);
                 }
+                self.paused = self.inflights.full();
             }
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe => self.paused = true,
             ProgressState::Snapshot => {
                 debug_assert!(
                     false,
@@ -143,17 +147,23 @@ impl Progress {
             return false;
         }
         self.next = rejected.min(match_hint + 1).max(self.matched + 1).max(1);
-        self.probe_sent = false;
+        self.paused = false;
         true
     }
 
     /// Whether the leader should hold appends to this follower for now.
     pub fn is_paused(&self) -> bool {
         match self.state {
-            ProgressState::Probe => self.probe_sent,
-            ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Probe | ProgressState::Replicate => self.paused,
             ProgressState::Snapshot => true,
         }
+    }
+
+    /// Records that the follower acknowledged appends up to `index`, which
+    /// frees room in the window.
+    pub fn free_inflights(&mut self, index: Index) {
+        self.inflights.free_le(index);
+        self.paused = self.inflights.full();
     }
 }
 
@@ -189,8 +199,23 @@ mod tests {
         }
         assert_eq!(pr.next, 14);
         assert!(pr.is_paused(), "four appends fill a window of four");
-        pr.inflights.free_le(9);
+        pr.free_inflights(9);
         assert!(!pr.is_paused());
+    }
+
+    #[test]
+    fn heartbeat_response_lets_one_append_past_a_full_window() {
+        let mut pr = progress(5, 6, ProgressState::Replicate);
+        for last in [7, 9, 11, 13] {
+            pr.sent_entries(2, last, 20);
+        }
+        assert!(pr.is_paused());
+        // Every append in the window may have been lost: a heartbeat answer
+        // must allow another append, whose rejection exposes the gap.
+        pr.paused = false;
+        assert!(!pr.is_paused());
+        pr.sent_entries(1, 14, 10);
+        assert!(pr.is_paused());
     }
 
     #[test]
