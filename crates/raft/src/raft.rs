@@ -623,14 +623,15 @@ impl Raft {
                     },
                 );
             }
-            MessageBody::RequestVote { pre: true, .. } => {
+            MessageBody::RequestVote { pre, .. } => {
+                // Reject with our term (Raft §5.1), so the candidate catches
+                // up. Ignoring it instead can stall the cluster: a candidate
+                // that only this node would vote for never learns the term
+                // it must exceed.
                 self.send_with_term(
                     m.from,
                     self.term,
-                    MessageBody::RequestVoteResponse {
-                        pre: true,
-                        reject: true,
-                    },
+                    MessageBody::RequestVoteResponse { pre, reject: true },
                 );
             }
             _ => {}

@@ -669,37 +669,37 @@ impl Cluster {
 
     // ---- clients -------------------------------------------------------------
 
-    /// Proposes a write at node `id` (which should be the leader) and
+    /// Proposes a new write at node `id` (which should be the leader) and
     /// returns where the leader put it.
-    pub fn propose(
-        &mut self,
-        id: NodeId,
-        key: &str,
-        value: u64,
-    ) -> Result<Proposal, raftkv_raft::Error> {
+    pub fn propose(&mut self, id: NodeId, key: &str, value: u64) -> Result<Proposal, raftkv_raft::Error> {
         self.next_write_id += 1;
         let write = Write {
             id: self.next_write_id,
             key: key.to_string(),
             value,
         };
+        self.propose_write(id, write)
+    }
+
+    /// Proposes `write` at node `id`; proposing a write again with the same
+    /// id is a client's retry.
+    pub fn propose_write(&mut self, id: NodeId, write: Write) -> Result<Proposal, raftkv_raft::Error> {
         let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
-            return Err(raftkv_raft::Error::ProposalDropped(
-                raftkv_raft::DropReason::NoLeader,
-            ));
+            self.transcript.push(self.now, format!("client cannot reach {id}: write {} fails", write.id));
+            return Err(raftkv_raft::Error::ProposalDropped(raftkv_raft::DropReason::NoLeader));
         };
         raft.propose(write.encode())?;
         let (index, term) = (raft.raft().log.last_index(), raft.raft().term);
+        self.transcript.push(
+            self.now,
+            format!("client proposes {}={} (write {}) at {id}: index {index}, term {term}", write.key, write.value, write.id),
+        );
         let proposal = Proposal {
             write,
             node: id,
             index,
             term,
         };
-        self.transcript.push(
-            self.now,
-            format!("client proposes {key}={value} at {id} (index {index}, term {term})"),
-        );
         self.proposals.push(proposal.clone());
         if let Err(v) = self.process(id) {
             panic!("invariant broken after a proposal: {v}");

@@ -5,7 +5,7 @@
 //! the [`Disk`]; a restart rebuilds both from it, exactly as a real server
 //! does after `kill -9`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use raftkv_raft::{
@@ -74,13 +74,18 @@ impl Disk {
     }
 }
 
-/// The replicated state machine: a map of registers.
+/// The replicated state machine: a map of registers, and the ids of the
+/// writes applied, so a client's retry of a write is applied only once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvState {
     /// Key to (value, index of the write).
     pub values: BTreeMap<String, (u64, Index)>,
     /// The last applied index.
     pub applied: Index,
+    /// Ids of the writes applied: the de-duplication table.
+    pub applied_writes: BTreeSet<u64>,
+    /// Retries recognised and not applied again.
+    pub duplicates_skipped: u64,
 }
 
 /// A write the simulator proposes: `key` takes `value`, tagged with a unique id.
@@ -118,7 +123,13 @@ impl KvState {
         debug_assert_eq!(entry.index, self.applied + 1, "entries apply in order");
         if entry.kind == EntryKind::Normal {
             if let Some(write) = Write::decode(&entry.data) {
-                self.values.insert(write.key, (write.value, entry.index));
+                if self.applied_writes.insert(write.id) {
+                    self.values.insert(write.key, (write.value, entry.index));
+                } else {
+                    // The same request committed twice (a client retried
+                    // after losing the answer): its first outcome stands.
+                    self.duplicates_skipped += 1;
+                }
             }
         }
         self.applied = entry.index;
@@ -126,7 +137,8 @@ impl KvState {
 
     /// Serializes the state for a snapshot.
     pub fn encode(&self) -> Bytes {
-        let mut text = format!("{}\n", self.applied);
+        let ids: Vec<String> = self.applied_writes.iter().map(u64::to_string).collect();
+        let mut text = format!("{}\n{}\n{}\n", self.applied, self.duplicates_skipped, ids.join(","));
         for (key, (value, index)) in &self.values {
             text.push_str(&format!("{key}={value}@{index}\n"));
         }
@@ -141,13 +153,23 @@ impl KvState {
         let text = std::str::from_utf8(data).ok()?;
         let mut lines = text.lines();
         let applied = lines.next()?.parse().ok()?;
+        let duplicates_skipped = lines.next()?.parse().ok()?;
+        let mut applied_writes = BTreeSet::new();
+        for id in lines.next()?.split(',').filter(|id| !id.is_empty()) {
+            applied_writes.insert(id.parse().ok()?);
+        }
         let mut values = BTreeMap::new();
         for line in lines {
             let (key, rest) = line.split_once('=')?;
             let (value, index) = rest.split_once('@')?;
             values.insert(key.to_string(), (value.parse().ok()?, index.parse().ok()?));
         }
-        Some(Self { values, applied })
+        Some(Self {
+            values,
+            applied,
+            applied_writes,
+            duplicates_skipped,
+        })
     }
 }
 
@@ -249,6 +271,26 @@ mod tests {
             data: write.encode(),
         });
         assert_eq!(KvState::decode(&kv.encode()), Some(kv));
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once() {
+        let mut kv = KvState::default();
+        let write = Write {
+            id: 3,
+            key: "k".into(),
+            value: 1,
+        };
+        for index in 1..=2 {
+            kv.apply(&Entry {
+                term: 1,
+                index,
+                kind: EntryKind::Normal,
+                data: write.encode(),
+            });
+        }
+        assert_eq!(kv.values["k"], (1, 1), "the first application stands");
+        assert_eq!(kv.duplicates_skipped, 1);
     }
 
     #[test]
