@@ -81,6 +81,9 @@ pub struct Raft {
     pending_conf_index: Index,
     /// Bytes of entries appended by this leader and not yet applied.
     uncommitted_size_bytes: u64,
+    /// Proposals were appended since the last ready: send them then, so all
+    /// proposals between two readies share one append per follower.
+    pub(crate) appends_pending: bool,
     config: Config,
 }
 
@@ -121,6 +124,7 @@ impl Raft {
             lead_transferee: None,
             pending_conf_index: 0,
             uncommitted_size_bytes: 0,
+            appends_pending: false,
             config,
         };
         raft.become_follower(hard_state.term, NO_NODE);
@@ -951,6 +955,13 @@ impl Raft {
         true
     }
 
+    /// Sends the appends that proposals since the last ready are waiting for.
+    pub(crate) fn flush_appends(&mut self) {
+        if std::mem::take(&mut self.appends_pending) && self.role == Role::Leader {
+            self.bcast_append();
+        }
+    }
+
     /// Called when the log up to (`index`, `term`) is durable on this node.
     pub(crate) fn on_persisted(&mut self, index: Index, term: Term) {
         self.log.stable_to(index, term);
@@ -1057,7 +1068,7 @@ impl Raft {
         if has_conf_change {
             self.pending_conf_index = self.log.last_index();
         }
-        self.bcast_append();
+        self.appends_pending = true;
         Ok(())
     }
 

@@ -246,6 +246,7 @@ impl RawNode {
             || !raft.msgs_after_persist.is_empty()
             || raft.log.has_next_committed_entries()
             || !raft.read_states.is_empty()
+            || raft.appends_pending
     }
 
     /// Takes the work to do. Must be followed by [`RawNode::advance`] before
@@ -261,6 +262,7 @@ impl RawNode {
             config.max_committed_bytes_per_ready,
         );
         let raft = &mut self.raft;
+        raft.flush_appends();
         let soft = soft_state(raft);
         let hard = raft.hard_state();
         let entries = raft.log.unstable_entries();

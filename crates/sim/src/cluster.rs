@@ -98,6 +98,8 @@ pub struct Stats {
     pub reads_served: u64,
     /// Compactions taken.
     pub compactions: u64,
+    /// The most committed entries handed out in one ready.
+    pub largest_apply_batch: usize,
 }
 
 /// A simulated cluster.
@@ -364,6 +366,10 @@ impl Cluster {
                 format!("{id} installed snapshot at {}", snapshot.meta.index),
             );
         }
+        self.stats.largest_apply_batch = self
+            .stats
+            .largest_apply_batch
+            .max(ready.committed_entries.len());
         for entry in &ready.committed_entries {
             self.checker.observe_applied(id, entry)?;
             if entry.kind == EntryKind::ConfChange {
@@ -671,7 +677,12 @@ impl Cluster {
 
     /// Proposes a new write at node `id` (which should be the leader) and
     /// returns where the leader put it.
-    pub fn propose(&mut self, id: NodeId, key: &str, value: u64) -> Result<Proposal, raftkv_raft::Error> {
+    pub fn propose(
+        &mut self,
+        id: NodeId,
+        key: &str,
+        value: u64,
+    ) -> Result<Proposal, raftkv_raft::Error> {
         self.next_write_id += 1;
         let write = Write {
             id: self.next_write_id,
@@ -683,16 +694,28 @@ impl Cluster {
 
     /// Proposes `write` at node `id`; proposing a write again with the same
     /// id is a client's retry.
-    pub fn propose_write(&mut self, id: NodeId, write: Write) -> Result<Proposal, raftkv_raft::Error> {
+    pub fn propose_write(
+        &mut self,
+        id: NodeId,
+        write: Write,
+    ) -> Result<Proposal, raftkv_raft::Error> {
         let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
-            self.transcript.push(self.now, format!("client cannot reach {id}: write {} fails", write.id));
-            return Err(raftkv_raft::Error::ProposalDropped(raftkv_raft::DropReason::NoLeader));
+            self.transcript.push(
+                self.now,
+                format!("client cannot reach {id}: write {} fails", write.id),
+            );
+            return Err(raftkv_raft::Error::ProposalDropped(
+                raftkv_raft::DropReason::NoLeader,
+            ));
         };
         raft.propose(write.encode())?;
         let (index, term) = (raft.raft().log.last_index(), raft.raft().term);
         self.transcript.push(
             self.now,
-            format!("client proposes {}={} (write {}) at {id}: index {index}, term {term}", write.key, write.value, write.id),
+            format!(
+                "client proposes {}={} (write {}) at {id}: index {index}, term {term}",
+                write.key, write.value, write.id
+            ),
         );
         let proposal = Proposal {
             write,

@@ -138,7 +138,12 @@ impl KvState {
     /// Serializes the state for a snapshot.
     pub fn encode(&self) -> Bytes {
         let ids: Vec<String> = self.applied_writes.iter().map(u64::to_string).collect();
-        let mut text = format!("{}\n{}\n{}\n", self.applied, self.duplicates_skipped, ids.join(","));
+        let mut text = format!(
+            "{}\n{}\n{}\n",
+            self.applied,
+            self.duplicates_skipped,
+            ids.join(",")
+        );
         for (key, (value, index)) in &self.values {
             text.push_str(&format!("{key}={value}@{index}\n"));
         }

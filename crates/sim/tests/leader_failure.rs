@@ -45,11 +45,17 @@ fn tick_until_leader_among(cluster: &mut Cluster, ids: &[NodeId]) -> Result<Node
             cluster.tick(id)?;
         }
         cluster.stabilize()?;
-        if let Some(leader) = ids.iter().copied().find(|&id| cluster.raft(id).is_some_and(|r| r.role == Role::Leader)) {
+        if let Some(leader) = ids
+            .iter()
+            .copied()
+            .find(|&id| cluster.raft(id).is_some_and(|r| r.role == Role::Leader))
+        {
             return Ok(leader);
         }
     }
-    Err(Violation::Liveness(format!("none of {ids:?} became leader")))
+    Err(Violation::Liveness(format!(
+        "none of {ids:?} became leader"
+    )))
 }
 
 /// Lets the cluster run with every node up until the leader has committed
@@ -88,10 +94,15 @@ fn leader_failure_case_1() -> Outcome {
         key: "x".into(),
         value: 1,
     };
-    assert!(cluster.propose_write(1, write.clone()).is_err(), "the client gets an error");
+    assert!(
+        cluster.propose_write(1, write.clone()).is_err(),
+        "the client gets an error"
+    );
     let leader = tick_until_leader_among(&mut cluster, &[2, 3])?;
     cluster.note(format!("the client retries at the new leader {leader}"));
-    let retry = cluster.propose_write(leader, write.clone()).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let retry = cluster
+        .propose_write(leader, write.clone())
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     cluster.restart(1)?;
     settle(&mut cluster)?;
     assert_eq!(cluster.outcome(&retry), ProposalOutcome::Committed);
@@ -106,12 +117,16 @@ fn leader_failure_case_1() -> Outcome {
 fn leader_failure_case_2() -> Outcome {
     let mut cluster = scenario_cluster(logs_only)?;
     cluster.note("case 2: the write reaches the leader only");
-    let lost = cluster.propose(1, "x", 1).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let lost = cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     let dropped = cluster.drop_matching(|m| is_append_from(m, 1));
     assert_eq!(dropped, 2, "both appends of the write are lost");
     cluster.crash(1);
     let leader = tick_until_leader_among(&mut cluster, &[2, 3])?;
-    let newer = cluster.propose(leader, "y", 2).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let newer = cluster
+        .propose(leader, "y", 2)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     cluster.stabilize()?;
     assert_eq!(
         cluster.raft(leader).and_then(|r| r.log.term(lost.index)),
@@ -141,22 +156,42 @@ fn leader_failure_case_2() -> Outcome {
 #[test]
 fn leader_failure_case_3() -> Outcome {
     let mut cluster = scenario_cluster(logs_only)?;
-    cluster.note("case 3: the write reaches every follower, the leader dies before counting the acks");
-    let first = cluster.propose(1, "x", 1).map_err(|e| Violation::Liveness(e.to_string()))?;
+    cluster
+        .note("case 3: the write reaches every follower, the leader dies before counting the acks");
+    let first = cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     assert_eq!(cluster.deliver_matching(|m| is_append_from(m, 1))?, 2);
     cluster.crash(1);
     let leader = tick_until_leader_among(&mut cluster, &[2, 3])?;
     cluster.stabilize()?;
-    assert_eq!(cluster.outcome(&first), ProposalOutcome::Committed, "the new leader committed it");
+    assert_eq!(
+        cluster.outcome(&first),
+        ProposalOutcome::Committed,
+        "the new leader committed it"
+    );
     cluster.note("the client, never answered, retries the write with the same id");
-    let retry = cluster.propose_write(leader, first.write.clone()).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let retry = cluster
+        .propose_write(leader, first.write.clone())
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     cluster.restart(1)?;
     settle(&mut cluster)?;
-    assert_eq!(cluster.outcome(&retry), ProposalOutcome::Committed, "the retry is in the log too");
+    assert_eq!(
+        cluster.outcome(&retry),
+        ProposalOutcome::Committed,
+        "the retry is in the log too"
+    );
     for id in [1, 2, 3] {
         assert_eq!(applications_of(&cluster, id, &first.write), 1);
-        assert_eq!(cluster.nodes[&id].kv.duplicates_skipped, 1, "node {id} skipped the retry");
-        assert_eq!(cluster.nodes[&id].kv.values["x"], (1, first.index), "the first outcome stands");
+        assert_eq!(
+            cluster.nodes[&id].kv.duplicates_skipped, 1,
+            "node {id} skipped the retry"
+        );
+        assert_eq!(
+            cluster.nodes[&id].kv.values["x"],
+            (1, first.index),
+            "the first outcome stands"
+        );
     }
     Ok(())
 }
@@ -167,18 +202,34 @@ fn leader_failure_case_3() -> Outcome {
 fn leader_failure_case_4() -> Outcome {
     let mut cluster = scenario_cluster(logs_only)?;
     cluster.note("case 4: the write reaches node 2 but not node 3");
-    let write = cluster.propose(1, "x", 1).map_err(|e| Violation::Liveness(e.to_string()))?;
-    assert_eq!(cluster.deliver_matching(|m| is_append_from(m, 1) && m.to == 2)?, 1);
-    assert_eq!(cluster.drop_matching(|m| is_append_from(m, 1) && m.to == 3), 1);
+    let write = cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
+    assert_eq!(
+        cluster.deliver_matching(|m| is_append_from(m, 1) && m.to == 2)?,
+        1
+    );
+    assert_eq!(
+        cluster.drop_matching(|m| is_append_from(m, 1) && m.to == 3),
+        1
+    );
     cluster.crash(1);
     cluster.note("node 3, which lacks the write, campaigns: node 2 refuses");
     cluster.campaign(3)?;
     cluster.stabilize()?;
-    assert_ne!(cluster.raft(3).map(|r| r.role), Some(Role::Leader), "a node missing the newest entry cannot win");
+    assert_ne!(
+        cluster.raft(3).map(|r| r.role),
+        Some(Role::Leader),
+        "a node missing the newest entry cannot win"
+    );
     cluster.note("node 2, which has the write, campaigns and wins");
     cluster.elect(2)?;
     assert_eq!(cluster.outcome(&write), ProposalOutcome::Committed);
-    assert_eq!(cluster.raft(3).and_then(|r| r.log.term(write.index)), Some(write.term), "node 3 was brought up to date");
+    assert_eq!(
+        cluster.raft(3).and_then(|r| r.log.term(write.index)),
+        Some(write.term),
+        "node 3 was brought up to date"
+    );
     cluster.restart(1)?;
     settle(&mut cluster)?;
     assert_everywhere(&cluster, "x", Some(1));
@@ -192,19 +243,37 @@ fn leader_failure_case_4() -> Outcome {
 fn leader_failure_case_5() -> Outcome {
     let mut cluster = scenario_cluster(logs_only)?;
     cluster.note("case 5: the leader commits, then dies before telling the followers");
-    let write = cluster.propose(1, "x", 1).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let write = cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     assert_eq!(cluster.deliver_matching(|m| is_append_from(m, 1))?, 2);
-    assert_eq!(cluster.deliver_matching(|m| m.to == 1 && matches!(m.body, MessageBody::AppendResponse { .. }))?, 2);
-    assert_eq!(cluster.raft(1).map(|r| r.log.committed), Some(write.index), "the leader committed");
+    assert_eq!(
+        cluster.deliver_matching(
+            |m| m.to == 1 && matches!(m.body, MessageBody::AppendResponse { .. })
+        )?,
+        2
+    );
+    assert_eq!(
+        cluster.raft(1).map(|r| r.log.committed),
+        Some(write.index),
+        "the leader committed"
+    );
     for id in [2, 3] {
-        assert!(cluster.raft(id).is_some_and(|r| r.log.committed < write.index), "node {id} does not know yet");
+        assert!(
+            cluster
+                .raft(id)
+                .is_some_and(|r| r.log.committed < write.index),
+            "node {id} does not know yet"
+        );
     }
     let told = cluster.drop_matching(|m| is_append_from(m, 1));
     cluster.note(format!("{told} commit notices are lost with the leader"));
     cluster.crash(1);
     let leader = tick_until_leader_among(&mut cluster, &[2, 3])?;
     cluster.stabilize()?;
-    assert!(cluster.raft(leader).is_some_and(|r| r.log.committed >= write.index));
+    assert!(cluster
+        .raft(leader)
+        .is_some_and(|r| r.log.committed >= write.index));
     cluster.restart(1)?;
     settle(&mut cluster)?;
     assert_eq!(cluster.outcome(&write), ProposalOutcome::Committed);
@@ -219,37 +288,62 @@ fn leader_failure_case_5() -> Outcome {
 fn leader_failure_case_6() -> Outcome {
     let mut cluster = scenario_cluster(logs_only)?;
     cluster.note("case 6: the write is committed everywhere; the leader dies before answering");
-    let write = cluster.propose(1, "x", 1).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let write = cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     cluster.stabilize()?;
     cluster.tick(1)?; // a heartbeat carries the commit index to everyone
     cluster.stabilize()?;
     for id in [1, 2, 3] {
-        assert_eq!(cluster.value(id, "x"), Some(1), "node {id} applied the write");
+        assert_eq!(
+            cluster.value(id, "x"),
+            Some(1),
+            "node {id} applied the write"
+        );
     }
     cluster.crash(1);
     let leader = tick_until_leader_among(&mut cluster, &[2, 3])?;
     cluster.note("the client retries with the same request id");
-    cluster.propose_write(leader, write.write.clone()).map_err(|e| Violation::Liveness(e.to_string()))?;
+    cluster
+        .propose_write(leader, write.write.clone())
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     cluster.restart(1)?;
     settle(&mut cluster)?;
     for id in [1, 2, 3] {
         let kv = &cluster.nodes[&id].kv;
-        assert_eq!(kv.values["x"], (1, write.index), "node {id} kept the first outcome");
+        assert_eq!(
+            kv.values["x"],
+            (1, write.index),
+            "node {id} kept the first outcome"
+        );
         assert_eq!(kv.duplicates_skipped, 1, "node {id} recognised the retry");
     }
     Ok(())
 }
 
-fn partitioned_old_leader(cluster: &mut Cluster) -> Result<(NodeId, raftkv_sim::Proposal), Violation> {
+fn partitioned_old_leader(
+    cluster: &mut Cluster,
+) -> Result<(NodeId, raftkv_sim::Proposal), Violation> {
     cluster.note("case 7: a partition isolates the leader; the client keeps writing to it");
     cluster.isolate(1);
-    let stranded = cluster.propose(1, "x", 1).map_err(|e| Violation::Liveness(e.to_string()))?;
+    let stranded = cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     let leader = tick_until_leader_among(cluster, &[2, 3])?;
     let new_term = cluster.raft(leader).map(|r| r.term).unwrap_or(0);
-    assert!(new_term > stranded.term, "the majority elects a leader of a higher term");
-    let fresh = cluster.propose(leader, "y", 2).map_err(|e| Violation::Liveness(e.to_string()))?;
+    assert!(
+        new_term > stranded.term,
+        "the majority elects a leader of a higher term"
+    );
+    let fresh = cluster
+        .propose(leader, "y", 2)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
     cluster.stabilize()?;
-    assert_eq!(cluster.outcome(&fresh), ProposalOutcome::Committed, "the majority side commits");
+    assert_eq!(
+        cluster.outcome(&fresh),
+        ProposalOutcome::Committed,
+        "the majority side commits"
+    );
     Ok((leader, stranded))
 }
 
@@ -265,15 +359,30 @@ fn leader_failure_case_7() -> Outcome {
         cluster.stabilize()?;
     }
     let old = cluster.raft(1).expect("node 1 is up");
-    assert_eq!(old.role, Role::Leader, "without check-quorum the old leader still believes it leads");
-    assert!(old.log.committed < stranded.index, "the minority leader never commits");
-    assert_eq!(old.log.term(stranded.index), Some(stranded.term), "its client still waits");
+    assert_eq!(
+        old.role,
+        Role::Leader,
+        "without check-quorum the old leader still believes it leads"
+    );
+    assert!(
+        old.log.committed < stranded.index,
+        "the minority leader never commits"
+    );
+    assert_eq!(
+        old.log.term(stranded.index),
+        Some(stranded.term),
+        "its client still waits"
+    );
     assert_ne!(cluster.outcome(&stranded), ProposalOutcome::Committed);
     cluster.note("two leaders, in different terms; now the partition heals");
     cluster.heal();
     settle(&mut cluster)?;
     assert_eq!(cluster.leader(), Some(new_leader));
-    assert_eq!(cluster.raft(1).map(|r| r.role), Some(Role::Follower), "the old leader stepped down");
+    assert_eq!(
+        cluster.raft(1).map(|r| r.role),
+        Some(Role::Follower),
+        "the old leader stepped down"
+    );
     assert_eq!(cluster.outcome(&stranded), ProposalOutcome::Failed);
     assert_everywhere(&cluster, "x", None);
     assert_everywhere(&cluster, "y", Some(2));
@@ -291,7 +400,11 @@ fn leader_failure_case_7_check_quorum_steps_down_alone() -> Outcome {
         cluster.tick(1)?;
         cluster.stabilize()?;
     }
-    assert_ne!(cluster.raft(1).map(|r| r.role), Some(Role::Leader), "the isolated leader stepped down");
+    assert_ne!(
+        cluster.raft(1).map(|r| r.role),
+        Some(Role::Leader),
+        "the isolated leader stepped down"
+    );
     cluster.heal();
     settle(&mut cluster)?;
     assert_eq!(cluster.outcome(&stranded), ProposalOutcome::Failed);
