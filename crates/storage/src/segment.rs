@@ -1,0 +1,304 @@
+//! One segment file of the WAL: its name, how it is created, written,
+//! synced and read back, and how a damaged end is classified.
+//!
+//! # Files
+//!
+//! A segment is named `{seq:016x}-{first_index:016x}.wal`: its sequence
+//! number (segments of one WAL are numbered without gaps) and the index the
+//! first entry written to it was to have. Both are repeated in its header
+//! record, and must agree with the name.
+//!
+//! A segment is created under the name plus `.tmp`, its header (and the
+//! records the WAL carries forward) written and synced, then renamed to its
+//! final name and the directory synced. So a file with a final name always
+//! starts with a whole header, and a `.tmp` file is the leftover of a crash
+//! during creation, which [`crate::Wal::open`] deletes.
+//!
+//! # Damage at the end
+//!
+//! Only the last segment is ever written without a sync in between (the WAL
+//! syncs a segment before starting the next), so only its end can be torn by
+//! a crash. Recovery classifies a record that does not decode:
+//!
+//! - in any segment but the last: corruption;
+//! - in the last segment: a torn tail if no whole record can be found
+//!   anywhere after it (what follows is zeros or the remains of a partial
+//!   write), and corruption if one can (a write that was torn would be the
+//!   last thing in the file, so valid data after bad data means the bad data
+//!   was damaged in place).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::record::{decode_record, encode_record, DecodeError, Record};
+
+/// Extension of segment files.
+pub(crate) const SEGMENT_EXT: &str = "wal";
+/// Suffix of a segment being created.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// The file name of segment `seq` whose first entry has `first_index`.
+pub(crate) fn file_name(seq: u64, first_index: u64) -> String {
+    format!("{seq:016x}-{first_index:016x}.{SEGMENT_EXT}")
+}
+
+/// Parses a name made by [`file_name`]; `None` for any other name.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(&format!(".{SEGMENT_EXT}"))?;
+    let (seq, first) = stem.split_once('-')?;
+    if seq.len() != 16 || first.len() != 16 {
+        return None;
+    }
+    let seq = u64::from_str_radix(seq, 16).ok()?;
+    let first = u64::from_str_radix(first, 16).ok()?;
+    Some((seq, first))
+}
+
+/// Syncs a file's data (fdatasync). Every sync of the WAL goes through here.
+pub(crate) fn sync_file(file: &File) -> io::Result<()> {
+    #[cfg(test)]
+    crate::fault::check_sync()?;
+    file.sync_data()
+}
+
+/// Syncs a directory, making creations, renames and deletions in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let sync = || -> io::Result<()> {
+        #[cfg(test)]
+        crate::fault::check_sync()?;
+        File::open(dir)?.sync_all()
+    };
+    sync().map_err(|e| Error::io(dir, e))
+}
+
+/// Creates `dir` (and missing parents) if it does not exist, syncing the
+/// parent so that the new directory itself survives a crash.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub(crate) struct SegmentWriter {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    len_bytes: u64,
+}
+
+impl SegmentWriter {
+    /// Creates segment `seq` in `dir`, durable (file and directory synced)
+    /// when this returns, holding a header and then `preamble`.
+    pub(crate) fn create(
+        dir: &Path,
+        seq: u64,
+        first_index: u64,
+        preamble: &[Record],
+    ) -> Result<Self> {
+        let mut buf = Vec::new();
+        encode(&Record::SegmentHeader { seq, first_index }, &mut buf, dir)?;
+        for record in preamble {
+            encode(record, &mut buf, dir)?;
+        }
+        let path = dir.join(file_name(seq, first_index));
+        let tmp = dir.join(format!("{}{TMP_SUFFIX}", file_name(seq, first_index)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        write_at(&file, &buf, 0).map_err(|e| Error::io(&tmp, e))?;
+        sync_file(&file).map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(Self {
+            path,
+            file,
+            seq,
+            len_bytes: buf.len() as u64,
+        })
+    }
+
+    /// Opens an existing segment for appending after its first `len_bytes`
+    /// bytes, cutting off (and syncing away) anything beyond them.
+    pub(crate) fn open_at(path: PathBuf, seq: u64, len_bytes: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let on_disk = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if on_disk != len_bytes {
+            file.set_len(len_bytes).map_err(|e| Error::io(&path, e))?;
+            sync_file(&file).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(Self {
+            path,
+            file,
+            seq,
+            len_bytes,
+        })
+    }
+
+    /// Appends `bytes` at the end. Not durable until [`SegmentWriter::sync`].
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        write_at(&self.file, bytes, self.len_bytes).map_err(|e| Error::io(&self.path, e))?;
+        self.len_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (fdatasync).
+    pub(crate) fn sync(&self) -> Result<()> {
+        sync_file(&self.file).map_err(|e| Error::io(&self.path, e))
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(crate) fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A second handle on the file, for reads.
+    pub(crate) fn reader(&self) -> Result<File> {
+        self.file.try_clone().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+fn encode(record: &Record, buf: &mut Vec<u8>, dir: &Path) -> Result<()> {
+    encode_record(record, buf).map(|_| ()).map_err(|e| {
+        Error::InvalidArgument(format!("cannot encode record for {}: {e}", dir.display()))
+    })
+}
+
+fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    #[cfg(test)]
+    crate::fault::check_write()?;
+    file.write_all_at(bytes, offset)
+}
+
+/// How a scanned segment ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// Bytes from the start of the file up to the end of the last whole record.
+    pub(crate) valid_len: u64,
+    /// If the last segment ends in a torn record: where it starts and why it
+    /// does not decode. Everything from there on is to be cut.
+    pub(crate) torn: Option<(u64, DecodeError)>,
+}
+
+/// Decodes every record of a segment's contents `bytes`, in order, passing
+/// each with its offset and length to `visit`.
+///
+/// A record that does not decode is, as described in the module docs, a
+/// torn tail (reported in the returned [`ScanEnd`], only if `is_last`) or
+/// corruption (returned as [`Error::Corruption`] naming `path` and the
+/// offset). Errors from `visit` stop the scan and are returned.
+pub(crate) fn scan(
+    path: &Path,
+    bytes: &[u8],
+    is_last: bool,
+    mut visit: impl FnMut(Record, u64, u32) -> Result<()>,
+) -> Result<ScanEnd> {
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        match decode_record(&bytes[offset..]) {
+            Ok((record, len)) => {
+                // `len` is at most 9 + 1 GiB, so it fits in u32.
+                visit(record, offset as u64, len as u32)?;
+                offset += len;
+            }
+            Err(err) => {
+                if !is_last {
+                    return Err(Error::corruption(
+                        path,
+                        offset as u64,
+                        format!("{err} (not in the last segment, so not a torn write)"),
+                    ));
+                }
+                if let Some(next) = find_whole_record(bytes, offset + 1) {
+                    return Err(Error::corruption(
+                        path,
+                        offset as u64,
+                        format!("{err}, yet a whole record follows at byte {next}"),
+                    ));
+                }
+                return Ok(ScanEnd {
+                    valid_len: offset as u64,
+                    torn: Some((offset as u64, err)),
+                });
+            }
+        }
+    }
+    Ok(ScanEnd {
+        valid_len: offset as u64,
+        torn: None,
+    })
+}
+
+/// The first offset at or after `from` where a whole, valid record starts.
+///
+/// Costs one header check per byte, plus a checksum for every header whose
+/// length fits the file: only run on the damaged end of the last segment.
+fn find_whole_record(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&at| decode_record(&bytes[at..]).is_ok())
+}
+
+/// Reads the record of `len` bytes at `offset` in `file` (named `path`).
+///
+/// Any failure to read or decode it is an error: the WAL only asks for
+/// records it has written or recovered.
+pub(crate) fn read_record_at(file: &File, path: &Path, offset: u64, len: u32) -> Result<Record> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| Error::io(path, e))?;
+    match decode_record(&buf) {
+        Ok((record, used)) if used == buf.len() => Ok(record),
+        Ok(_) => Err(Error::corruption(
+            path,
+            offset,
+            "record length changed on disk",
+        )),
+        Err(err) => Err(Error::corruption(path, offset, err.to_string())),
+    }
+}
+
+/// Reads a whole segment file into memory.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let name = file_name(3, 0x1234);
+        assert_eq!(name, "0000000000000003-0000000000001234.wal");
+        assert_eq!(parse_file_name(&name), Some((3, 0x1234)));
+        assert_eq!(
+            parse_file_name("0000000000000003-0000000000001234.wal.tmp"),
+            None
+        );
+        assert_eq!(parse_file_name("3-4.wal"), None);
+        assert_eq!(parse_file_name("notes.txt"), None);
+    }
+}
