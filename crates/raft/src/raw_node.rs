@@ -351,3 +351,203 @@ impl Default for SoftState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{MessageBody, SnapshotMeta};
+
+    fn node(id: NodeId) -> RawNode {
+        node_with(Config::new(id))
+    }
+
+    fn node_without_pre_vote(id: NodeId) -> RawNode {
+        let mut config = Config::new(id);
+        config.pre_vote = false;
+        node_with(config)
+    }
+
+    fn node_with(config: Config) -> RawNode {
+        let state = InitialState {
+            snapshot: SnapshotMeta {
+                conf_state: ConfState::from_voters([1, 2, 3]),
+                ..SnapshotMeta::default()
+            },
+            ..InitialState::default()
+        };
+        RawNode::new(config, state).expect("valid node")
+    }
+
+    /// Makes node 1 leader of term 1 by feeding it the votes it asks for.
+    fn leader() -> RawNode {
+        let mut n = node_without_pre_vote(1);
+        n.campaign();
+        let ready = n.ready();
+        n.advance();
+        for vote in ready.persisted_messages {
+            n.step(Message {
+                from: vote.to,
+                to: 1,
+                term: vote.term,
+                body: MessageBody::RequestVoteResponse {
+                    pre: false,
+                    reject: false,
+                },
+            })
+            .expect("vote accepted");
+        }
+        assert_eq!(n.raft.role, Role::Leader);
+        n
+    }
+
+    fn ack(from: NodeId, term: Term, index: Index) -> Message {
+        Message {
+            from,
+            to: 1,
+            term,
+            body: MessageBody::AppendResponse {
+                index,
+                reject: false,
+                reject_hint: 0,
+                hint_term: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_follower_acknowledges_appends_only_after_persisting() {
+        let mut n = node(2);
+        n.step(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Append {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![Entry {
+                    term: 1,
+                    index: 1,
+                    kind: EntryKind::Normal,
+                    data: Bytes::from_static(b"x"),
+                }],
+                commit: 0,
+            },
+        })
+        .expect("append accepted");
+        let ready = n.ready();
+        assert!(ready.must_sync);
+        assert_eq!(ready.entries.len(), 1);
+        assert!(
+            ready.messages.is_empty(),
+            "nothing may leave before the persist"
+        );
+        assert!(matches!(
+            ready.persisted_messages.as_slice(),
+            [Message {
+                body: MessageBody::AppendResponse {
+                    index: 1,
+                    reject: false,
+                    ..
+                },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_vote_is_granted_only_after_persisting_it() {
+        let mut n = node(2);
+        n.step(Message {
+            from: 3,
+            to: 2,
+            term: 5,
+            body: MessageBody::RequestVote {
+                pre: false,
+                last_log_index: 0,
+                last_log_term: 0,
+                transfer: false,
+            },
+        })
+        .expect("vote request handled");
+        let ready = n.ready();
+        assert_eq!(ready.hard_state.map(|hs| (hs.term, hs.vote)), Some((5, 3)));
+        assert!(ready.must_sync, "a new term and vote must be fsynced");
+        assert!(ready.messages.is_empty());
+        assert_eq!(ready.persisted_messages.len(), 1);
+    }
+
+    #[test]
+    fn a_candidate_asks_for_votes_only_after_persisting_its_own() {
+        let mut n = node_without_pre_vote(1);
+        n.campaign();
+        let ready = n.ready();
+        assert_eq!(ready.hard_state.map(|hs| hs.vote), Some(1));
+        assert!(ready.messages.is_empty());
+        assert_eq!(ready.persisted_messages.len(), 2);
+    }
+
+    #[test]
+    fn a_leader_sends_appends_before_its_own_fsync() {
+        let mut n = leader();
+        let ready = n.ready();
+        assert_eq!(ready.entries.len(), 1, "the no-op to persist");
+        assert_eq!(
+            ready.messages.len(),
+            2,
+            "appends may go out while the leader writes"
+        );
+        assert!(ready.persisted_messages.is_empty());
+    }
+
+    #[test]
+    fn a_leader_counts_itself_only_for_what_it_has_persisted() {
+        let mut n = leader();
+        let ready = n.ready();
+        let noop = ready.entries[0].index;
+        // One follower acknowledges before the leader's own write is done:
+        // the leader plus one follower would be a majority, but the leader's
+        // copy is not durable yet.
+        n.step(ack(2, 1, noop)).expect("ack");
+        assert_eq!(
+            n.raft.log.committed, 0,
+            "no commit on a copy that is not durable"
+        );
+        n.advance();
+        assert_eq!(
+            n.raft.log.committed, noop,
+            "committed once the leader's own write is durable"
+        );
+    }
+
+    #[test]
+    fn a_commit_index_change_alone_needs_no_fsync() {
+        let mut n = leader();
+        let noop = n.ready().entries[0].index;
+        n.advance();
+        let _ = n.ready();
+        n.advance();
+        n.step(ack(2, 1, noop)).expect("ack");
+        let ready = n.ready();
+        assert!(ready.hard_state.is_some_and(|hs| hs.commit == noop));
+        assert!(!ready.must_sync);
+    }
+
+    #[test]
+    fn bootstrap_hands_out_the_founding_configuration() {
+        let mut n = RawNode::bootstrap(Config::new(1), &[1, 2, 3]).expect("valid");
+        let ready = n.ready();
+        assert_eq!(
+            ready.entries.len(),
+            3,
+            "one membership change per founder, to persist"
+        );
+        assert_eq!(ready.committed_entries.len(), 3, "already committed");
+        for entry in &ready.committed_entries {
+            let cc = ConfChange::decode(&entry.data).expect("decodes");
+            n.apply_conf_change(&cc).expect("applies");
+        }
+        n.advance();
+        assert_eq!(n.status().conf_state.voters.len(), 3);
+        assert!(!n.has_ready());
+    }
+}
