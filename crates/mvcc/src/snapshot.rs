@@ -1,0 +1,409 @@
+//! Full-state snapshots: streaming one out while writes go on, and installing one.
+//!
+//! A [`SnapshotReader`] reads from one redb read transaction, an MVCC snapshot: batches
+//! committed after it started do not show, however long the stream takes. Only the source of
+//! truth is streamed (history, leases, counters); `live`, `revs` and `lease_keys` are rebuilt
+//! on install.
+//!
+//! Stream format (integers little endian):
+//!
+//! ```text
+//! magic  "RKVSNAP1"
+//! frame* tag u8 | len u32 | payload[len] | crc32c(tag | len | payload) u32
+//!   tag 1 META   current i64, compact i64, applied index u64, applied term u64 (first)
+//!   tag 2 HIST   key len u32, key, main i64, sub i64, hist record  (strict (key,main,sub) order)
+//!   tag 3 LEASE  id i64, ttl i64
+//!   tag 255 END  frames before it u64, crc32c over their crcs u32  (last)
+//! ```
+//!
+//! Every frame is checked, and END proves that nothing was cut or dropped. Installing is one
+//! redb transaction committed durably: the old state stays whole until the new one is.
+
+use std::io::{self, Read};
+
+use redb::{Durability, ReadOnlyTable};
+
+use crate::error::{MvccError, Result};
+use crate::layout::{
+    decode_hist, encode_live, HIST, LEASES, LEASE_KEYS, LIVE, META, META_APPLIED_INDEX,
+    META_APPLIED_TERM, META_COMPACT, META_REV, REVS,
+};
+use crate::read::HistKey;
+use crate::store::Store;
+use crate::types::AppliedIndex;
+
+const MAGIC: &[u8; 8] = b"RKVSNAP1";
+const TAG_META: u8 = 1;
+const TAG_HIST: u8 = 2;
+const TAG_LEASE: u8 = 3;
+const TAG_END: u8 = 255;
+/// Largest frame accepted on install: bounds memory against a corrupt length.
+const FRAME_BYTES_MAX: usize = 64 << 20;
+/// Size a chunk grows to before it is handed out.
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// What a snapshot describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Store revision.
+    pub revision: i64,
+    /// Compaction revision.
+    pub compact_revision: i64,
+    /// Applied raft entry.
+    pub applied: AppliedIndex,
+}
+
+enum Phase {
+    Hist,
+    Leases,
+    Done,
+}
+
+/// A snapshot being streamed: an [`Iterator`] of checksummed chunks and an [`io::Read`] of
+/// the same bytes (use one or the other).
+pub struct SnapshotReader {
+    meta: SnapshotMeta,
+    hist: redb::Range<'static, HistKey, &'static [u8]>,
+    leases: redb::Range<'static, i64, i64>,
+    phase: Phase,
+    frames: u64,
+    crc_of_crcs: u32,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl SnapshotReader {
+    /// What the snapshot describes.
+    pub fn meta(&self) -> SnapshotMeta {
+        self.meta
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) {
+        let start = self.buf.len();
+        self.buf.push(tag);
+        // Frames are bounded by key + value sizes, far below 4 GiB.
+        self.buf
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&self.buf[start..]);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        if tag != TAG_END {
+            self.frames += 1;
+            self.crc_of_crcs = crc32c::crc32c_append(self.crc_of_crcs, &crc.to_le_bytes());
+        }
+    }
+
+    /// Produces the next chunk, `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        self.buf.clear();
+        let mut payload = Vec::new();
+        while self.buf.len() < CHUNK_BYTES {
+            match self.phase {
+                Phase::Hist => match self.hist.next() {
+                    Some(e) => {
+                        let (k, v) = e?;
+                        let (key, main, sub) = k.value();
+                        payload.clear();
+                        payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                        payload.extend_from_slice(key);
+                        payload.extend_from_slice(&main.to_le_bytes());
+                        payload.extend_from_slice(&sub.to_le_bytes());
+                        payload.extend_from_slice(v.value());
+                        self.frame(TAG_HIST, &payload);
+                    }
+                    None => self.phase = Phase::Leases,
+                },
+                Phase::Leases => match self.leases.next() {
+                    Some(e) => {
+                        let (k, v) = e?;
+                        payload.clear();
+                        payload.extend_from_slice(&k.value().to_le_bytes());
+                        payload.extend_from_slice(&v.value().to_le_bytes());
+                        self.frame(TAG_LEASE, &payload);
+                    }
+                    None => {
+                        payload.clear();
+                        payload.extend_from_slice(&self.frames.to_le_bytes());
+                        payload.extend_from_slice(&self.crc_of_crcs.to_le_bytes());
+                        self.frame(TAG_END, &payload);
+                        self.phase = Phase::Done;
+                        break;
+                    }
+                },
+                Phase::Done => break,
+            }
+        }
+        if self.buf.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(std::mem::take(&mut self.buf)))
+        }
+    }
+}
+
+impl Iterator for SnapshotReader {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos < self.buf.len() {
+            // Left over from a partial `read`.
+            let rest = self.buf.split_off(self.pos);
+            self.buf.clear();
+            self.pos = 0;
+            return Some(Ok(rest));
+        }
+        self.next_chunk().transpose()
+    }
+}
+
+impl Read for SnapshotReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() {
+            self.pos = 0;
+            match self.next_chunk() {
+                Ok(Some(chunk)) => self.buf = chunk,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Starts a snapshot of the last committed state. Writes may go on while it is read.
+    pub fn snapshot(&self) -> Result<SnapshotReader> {
+        let txn = self.db.begin_read()?;
+        let t = self.read_tables_in(&txn)?;
+        let hist: ReadOnlyTable<HistKey, &'static [u8]> = txn.open_table(HIST)?;
+        let leases: ReadOnlyTable<i64, i64> = txn.open_table(LEASES)?;
+        let mut r = SnapshotReader {
+            meta: t,
+            hist: hist.range::<HistKey>(..)?,
+            leases: leases.range::<i64>(..)?,
+            phase: Phase::Hist,
+            frames: 0,
+            crc_of_crcs: 0,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        let mut payload = Vec::with_capacity(32);
+        payload.extend_from_slice(&t.revision.to_le_bytes());
+        payload.extend_from_slice(&t.compact_revision.to_le_bytes());
+        payload.extend_from_slice(&t.applied.index.to_le_bytes());
+        payload.extend_from_slice(&t.applied.term.to_le_bytes());
+        r.buf.extend_from_slice(MAGIC);
+        r.frame(TAG_META, &payload);
+        tracing::info!(
+            revision = t.revision,
+            applied_index = t.applied.index,
+            "snapshot started"
+        );
+        Ok(r)
+    }
+
+    fn read_tables_in(&self, txn: &redb::ReadTransaction) -> Result<SnapshotMeta> {
+        let meta = txn.open_table(META)?;
+        let get = |name| crate::batch::meta_get(&meta, name);
+        Ok(SnapshotMeta {
+            revision: crate::batch::to_rev(get(META_REV)?)?,
+            compact_revision: crate::batch::to_rev(get(META_COMPACT)?)?,
+            applied: AppliedIndex {
+                index: get(META_APPLIED_INDEX)?,
+                term: get(META_APPLIED_TERM)?,
+            },
+        })
+    }
+
+    /// Replaces the whole state with the snapshot read from `r`, atomically and durably.
+    /// On any error (I/O, checksum, truncation) the store is left as it was.
+    pub fn install_snapshot(&self, r: impl Read) -> Result<SnapshotMeta> {
+        let mut r = io::BufReader::with_capacity(CHUNK_BYTES, r);
+        let mut magic = [0u8; 8];
+        read_exact(&mut r, &mut magic)?;
+        if &magic != MAGIC {
+            return Err(MvccError::Corruption("snapshot: bad magic".into()));
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.delete_table(HIST)?;
+        txn.delete_table(LIVE)?;
+        txn.delete_table(REVS)?;
+        txn.delete_table(LEASES)?;
+        txn.delete_table(LEASE_KEYS)?;
+        txn.delete_table(META)?;
+        let meta = install_frames(&txn, &mut r)?;
+        txn.commit()?;
+        tracing::info!(
+            revision = meta.revision,
+            applied_index = meta.applied.index,
+            "snapshot installed"
+        );
+        Ok(meta)
+    }
+}
+
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Result<()> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            MvccError::Corruption("snapshot: truncated".into())
+        } else {
+            MvccError::Io(e)
+        }
+    })
+}
+
+fn corrupt(what: &str) -> MvccError {
+    MvccError::Corruption(format!("snapshot: {what}"))
+}
+
+/// Little-endian field reader over one frame payload.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(corrupt("short frame"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(
+            b.try_into().map_err(|_| corrupt("short frame"))?,
+        ))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(self.u64()? as i64)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes(
+            b.try_into().map_err(|_| corrupt("short frame"))?,
+        ))
+    }
+}
+
+/// Per-key state while history streams in, to rebuild `live` and `lease_keys`.
+struct LastOfKey {
+    key: Vec<u8>,
+    main: i64,
+    record: Vec<u8>,
+}
+
+fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<SnapshotMeta> {
+    let mut hist = txn.open_table(HIST)?;
+    let mut live = txn.open_table(LIVE)?;
+    let mut revs = txn.open_table(REVS)?;
+    let mut leases = txn.open_table(LEASES)?;
+    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    let mut meta_t = txn.open_table(META)?;
+    let mut meta: Option<SnapshotMeta> = None;
+    let mut frames = 0u64;
+    let mut crc_of_crcs = 0u32;
+    let mut last: Option<LastOfKey> = None;
+    let mut prev_hist: Option<(Vec<u8>, i64, i64)> = None;
+    let finish_key = |last: Option<LastOfKey>,
+                      live: &mut redb::Table<&'static [u8], &'static [u8]>,
+                      lease_keys: &mut redb::Table<(i64, &'static [u8]), ()>|
+     -> Result<()> {
+        if let Some(l) = last {
+            if let Some(kv) = decode_hist(&l.key, l.main, &l.record, true)? {
+                live.insert(l.key.as_slice(), encode_live(&kv).as_slice())?;
+                if kv.lease != 0 {
+                    lease_keys.insert((kv.lease, l.key.as_slice()), ())?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut payload = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        read_exact(r, &mut head)?;
+        let tag = head[0];
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > FRAME_BYTES_MAX {
+            return Err(corrupt("frame too large"));
+        }
+        payload.resize(len, 0);
+        read_exact(r, &mut payload)?;
+        let mut crc_b = [0u8; 4];
+        read_exact(r, &mut crc_b)?;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &payload);
+        if crc != u32::from_le_bytes(crc_b) {
+            return Err(corrupt(&format!("checksum mismatch in frame {frames}")));
+        }
+        let mut f = Fields(&payload);
+        if tag != TAG_META && meta.is_none() {
+            return Err(corrupt("first frame is not META"));
+        }
+        match tag {
+            TAG_META if meta.is_none() => {
+                meta = Some(SnapshotMeta {
+                    revision: f.i64()?,
+                    compact_revision: f.i64()?,
+                    applied: AppliedIndex {
+                        index: f.u64()?,
+                        term: f.u64()?,
+                    },
+                });
+            }
+            TAG_HIST => {
+                let klen = f.u32()? as usize;
+                let key = f.take(klen)?.to_vec();
+                let main = f.i64()?;
+                let sub = f.i64()?;
+                let record = f.0;
+                decode_hist(&key, main, record, false)?;
+                let this = (key, main, sub);
+                if prev_hist.as_ref().is_some_and(|p| *p >= this) {
+                    return Err(corrupt("history out of order"));
+                }
+                let (key, main, sub) = &this;
+                hist.insert((key.as_slice(), *main, *sub), record)?;
+                revs.insert((*main, *sub), key.as_slice())?;
+                if last.as_ref().is_some_and(|l| l.key != *key) {
+                    finish_key(last.take(), &mut live, &mut lease_keys)?;
+                }
+                last = Some(LastOfKey {
+                    key: key.clone(),
+                    main: *main,
+                    record: record.to_vec(),
+                });
+                prev_hist = Some(this);
+            }
+            TAG_LEASE => {
+                let id = f.i64()?;
+                let ttl = f.i64()?;
+                leases.insert(id, ttl)?;
+            }
+            TAG_END => {
+                let n = f.u64()?;
+                let c = f.u32()?;
+                if n != frames || c != crc_of_crcs {
+                    return Err(corrupt("frame count or checksum of checksums mismatch"));
+                }
+                break;
+            }
+            t => return Err(corrupt(&format!("unexpected frame tag {t}"))),
+        }
+        frames += 1;
+        crc_of_crcs = crc32c::crc32c_append(crc_of_crcs, &crc.to_le_bytes());
+    }
+    finish_key(last.take(), &mut live, &mut lease_keys)?;
+    let meta = meta.ok_or_else(|| corrupt("no META frame"))?;
+    if meta.revision < 1 || meta.compact_revision < 0 || meta.compact_revision > meta.revision {
+        return Err(corrupt("bad revisions in META"));
+    }
+    meta_t.insert(META_REV, meta.revision as u64)?;
+    meta_t.insert(META_COMPACT, meta.compact_revision as u64)?;
+    meta_t.insert(META_APPLIED_INDEX, meta.applied.index)?;
+    meta_t.insert(META_APPLIED_TERM, meta.applied.term)?;
+    Ok(meta)
+}

@@ -1,0 +1,136 @@
+//! Restarts and crashes: the state and the applied index survive a close/reopen exactly; a
+//! crash loses only the batches after the last durable commit, together with their applied
+//! index, and replaying the log from there gives the same state with no entry applied twice.
+
+mod common;
+
+use common::*;
+use raftkv_mvcc::*;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+/// Everything observable: revision, compaction, applied index, all kvs, hash.
+fn fingerprint(s: &Store) -> (i64, i64, AppliedIndex, Vec<KeyValue>, HashKv) {
+    (
+        s.current_revision().unwrap(),
+        s.compact_revision().unwrap(),
+        s.applied_index().unwrap(),
+        s.scan(b"\0", b"\0", 0).unwrap(),
+        s.hash_kv(0).unwrap(),
+    )
+}
+
+/// The request of raft entry `index`, a pure function of it (like a log).
+fn entry_op(b: &mut Batch<'_>, index: u64) {
+    let mut rng = SmallRng::seed_from_u64(index);
+    let key = format!("k{:02}", rng.gen_range(0..30));
+    let r = match rng.gen_range(0..10) {
+        0..=6 => b.put(&put_req(&key, &format!("v{index}"))).map(|_| ()),
+        7..=8 => b
+            .delete_range(&DeleteRangeRequest {
+                key: key.into(),
+                range_end: b"k2".to_vec(),
+                prev_kv: false,
+            })
+            .map(|_| ()),
+        _ => {
+            let rev = b.current_revision() - 3;
+            b.compact(rev).map(|_| ())
+        }
+    };
+    // Request errors (compaction at an old revision) are answers, not failures.
+    if let Err(e) = r {
+        assert!(!e.is_fatal(), "{e}");
+    }
+}
+
+fn apply_entries(s: &Store, from: u64, to: u64) -> u64 {
+    let mut applied = 0;
+    s.apply(|b| {
+        for i in from..=to {
+            if b.begin_entry(i, 1) {
+                entry_op(b, i);
+                applied += 1;
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    applied
+}
+
+#[test]
+fn close_and_reopen_at_random_points_keeps_everything() {
+    let mut t = TestStore::new();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut next = 1u64;
+    for _ in 0..40 {
+        let n = rng.gen_range(1..20);
+        apply_entries(t.s(), next, next + n - 1);
+        next += n;
+        if rng.gen_bool(0.5) {
+            let before = fingerprint(t.s());
+            t.reopen();
+            assert_eq!(fingerprint(t.s()), before);
+            assert_eq!(t.s().applied_index().unwrap().index, next - 1);
+        }
+    }
+}
+
+#[test]
+fn entries_at_or_below_applied_index_are_skipped_after_reopen() {
+    let mut t = TestStore::new();
+    apply_entries(t.s(), 1, 50);
+    t.reopen();
+    let before = fingerprint(t.s());
+    assert_eq!(apply_entries(t.s(), 1, 50), 0, "nothing applied twice");
+    assert_eq!(apply_entries(t.s(), 40, 50), 0);
+    assert_eq!(fingerprint(t.s()).3, before.3);
+    assert_eq!(apply_entries(t.s(), 45, 55), 5, "only 51..=55 are new");
+    assert_eq!(t.s().applied_index().unwrap().index, 55);
+}
+
+#[test]
+fn crash_loses_only_non_durable_batches_and_replay_restores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.durable_every_batches = 5;
+    let s = Store::open(cfg).unwrap();
+    // Reference: the state after each entry, from a store that never crashes.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Store::open(config(&reference_dir)).unwrap();
+    let mut expected = vec![fingerprint(&reference).3];
+    for i in 1..=23u64 {
+        apply_entries(&s, i, i);
+        apply_entries(&reference, i, i);
+        expected.push(fingerprint(&reference).3);
+    }
+    // A crash image: the file as the OS holds it, with 3 batches since the last durable one.
+    let crash_path = dir.path().join("crash.redb");
+    std::fs::copy(dir.path().join("kv.redb"), &crash_path).unwrap();
+    let mut crash_cfg = Config::new(&crash_path);
+    crash_cfg.cache_size_bytes = 8 << 20;
+    let crashed = Store::open(crash_cfg).unwrap();
+    let applied = crashed.applied_index().unwrap().index;
+    assert_eq!(applied, 20, "the last durable commit is batch 20");
+    assert_eq!(fingerprint(&crashed).3, expected[applied as usize]);
+    // Replay the whole log: only what was lost is applied again.
+    assert_eq!(apply_entries(&crashed, 1, 23), 23 - applied);
+    assert_eq!(fingerprint(&crashed).3, expected[23]);
+    assert_eq!(fingerprint(&crashed).4, fingerprint(&s).4);
+}
+
+#[test]
+fn sync_makes_everything_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.durable_every_batches = 1000;
+    let s = Store::open(cfg).unwrap();
+    for i in 1..=10 {
+        apply_entries(&s, i, i);
+    }
+    assert_eq!(s.sync().unwrap().index, 10);
+    let crash_path = dir.path().join("crash.redb");
+    std::fs::copy(dir.path().join("kv.redb"), &crash_path).unwrap();
+    let crashed = Store::open(Config::new(&crash_path)).unwrap();
+    assert_eq!(fingerprint(&crashed), fingerprint(&s));
+}
