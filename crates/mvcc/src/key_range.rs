@@ -47,8 +47,8 @@ impl KeyRange {
             return false;
         };
         // [a0, a1) and [b0, b1) with None as +infinity.
-        let a_before_b_end = b1.as_ref().map_or(true, |e| a0 < *e);
-        let b_before_a_end = a1.as_ref().map_or(true, |e| b0 < *e);
+        let a_before_b_end = b1.as_ref().is_none_or(|e| a0 < *e);
+        let b_before_a_end = a1.as_ref().is_none_or(|e| b0 < *e);
         a_before_b_end && b_before_a_end
     }
 
