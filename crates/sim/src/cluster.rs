@@ -136,11 +136,19 @@ struct Transcript {
     echo: bool,
     /// Keep at most this many lines (0: all).
     keep: usize,
+    /// Lines written so far.
+    written: u64,
 }
 
 impl Transcript {
     fn push(&mut self, now: u64, line: String) {
-        let line = format!("[{now:>6}] {line}");
+        self.written += 1;
+        // Scripted tests do not advance time; number their lines instead.
+        let line = if now == 0 {
+            format!("#{:<5} {line}", self.written)
+        } else {
+            format!("[{now:>6}] {line}")
+        };
         if self.echo {
             println!("{line}");
         }
