@@ -1,0 +1,528 @@
+//! The server's settings, taken from etcd's flags with etcd's names and
+//! defaults, so a script that starts etcd starts raftkv by changing only the
+//! binary's name.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::ConfigError;
+
+/// Command-line flags, named and defaulted as etcd's.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated key-value store that speaks etcd's v3 API"
+)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.raftkv`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub listen_client_urls: String,
+    /// Client URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://127.0.0.1:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping: `name=url,name=url`.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster, `existing` to join one.
+    #[arg(long, default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token, which makes cluster and member ids unique.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1_572_864)]
+    pub max_request_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: u32,
+    /// Raise alarms when backend size exceeds the given quota (0 means 2 GiB).
+    #[arg(long, default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// `periodic` or `revision`.
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention: a duration (`1h`, `30m`, or hours as a
+    /// plain number) in periodic mode, a revision count in revision mode; 0
+    /// disables it.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Additional URLs to serve `/metrics` and `/health` on.
+    #[arg(long)]
+    pub listen_metrics_urls: Option<String>,
+}
+
+/// How automatic compaction is scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Never compact automatically.
+    Off,
+    /// Keep history for this long.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(u64),
+}
+
+/// Whether this member founds a cluster or joins one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster with the initial members.
+    New,
+    /// Join a running cluster that already added this member.
+    Existing,
+}
+
+/// A member named in `--initial-cluster`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    /// The member's name.
+    pub name: String,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Its id, derived from its peer URLs and the cluster token.
+    pub id: u64,
+}
+
+/// Validated server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This member's name.
+    pub name: String,
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id, derived from the founding members.
+    pub cluster_id: u64,
+    /// Where the WAL, snapshots and key-value store live.
+    pub data_dir: PathBuf,
+    /// Client listen addresses.
+    pub listen_client: Vec<SocketAddr>,
+    /// Client URLs advertised to others.
+    pub advertise_client_urls: Vec<String>,
+    /// Peer listen addresses.
+    pub listen_peer: Vec<SocketAddr>,
+    /// Peer URLs advertised to others.
+    pub advertise_peer_urls: Vec<String>,
+    /// The founding members (this one included).
+    pub initial_cluster: Vec<InitialMember>,
+    /// Found or join.
+    pub cluster_state: ClusterState,
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: u32,
+    /// Applied entries between two snapshots.
+    pub snapshot_count: u64,
+    /// Largest client request accepted.
+    pub max_request_bytes: u64,
+    /// Most operations in one txn.
+    pub max_txn_ops: u32,
+    /// Backend size that raises the NOSPACE alarm.
+    pub quota_backend_bytes: u64,
+    /// Automatic compaction.
+    pub auto_compaction: AutoCompaction,
+    /// Extra addresses serving metrics and health.
+    pub listen_metrics: Vec<SocketAddr>,
+}
+
+/// The backend quota etcd applies when `--quota-backend-bytes` is 0.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+impl ServerConfig {
+    /// Validates flags into settings.
+    pub fn from_flags(flags: &Flags) -> Result<Self, ConfigError> {
+        if flags.name.is_empty() {
+            return Err(ConfigError::Invalid("--name must not be empty".into()));
+        }
+        let advertise_peer_urls = split_urls(&flags.initial_advertise_peer_urls);
+        let initial_cluster_text = flags
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", flags.name, flags.initial_advertise_peer_urls));
+        let initial_cluster =
+            parse_initial_cluster(&initial_cluster_text, &flags.initial_cluster_token)?;
+        let me = initial_cluster
+            .iter()
+            .find(|m| m.name == flags.name)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--initial-cluster has no member named {:?}",
+                    flags.name
+                ))
+            })?;
+        let mut mine = me.peer_urls.clone();
+        let mut advertised = advertise_peer_urls.clone();
+        mine.sort();
+        advertised.sort();
+        if mine != advertised {
+            return Err(ConfigError::Invalid(format!(
+                "--initial-advertise-peer-urls {advertised:?} do not match --initial-cluster's {mine:?} for {}",
+                flags.name
+            )));
+        }
+        let cluster_state = match flags.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--initial-cluster-state must be new or existing, not {other:?}"
+                )))
+            }
+        };
+        if flags.heartbeat_interval == 0 {
+            return Err(ConfigError::Invalid(
+                "--heartbeat-interval must be positive".into(),
+            ));
+        }
+        if flags.election_timeout < 5 * flags.heartbeat_interval {
+            // etcd's rule: an election timeout shorter than five heartbeats
+            // makes spurious elections likely.
+            return Err(ConfigError::Invalid(format!(
+                "--election-timeout[{}ms] should be at least 5 times --heartbeat-interval[{}ms]",
+                flags.election_timeout, flags.heartbeat_interval
+            )));
+        }
+        if flags.election_timeout > 50_000 {
+            return Err(ConfigError::Invalid(
+                "--election-timeout is longer than 50000ms".into(),
+            ));
+        }
+        if flags.max_txn_ops == 0 || flags.max_request_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-txn-ops and --max-request-bytes must be positive".into(),
+            ));
+        }
+        let cluster_id = cluster_id(&initial_cluster);
+        Ok(Self {
+            name: flags.name.clone(),
+            member_id: me.id,
+            cluster_id,
+            data_dir: flags
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.raftkv", flags.name))),
+            listen_client: parse_addrs(&flags.listen_client_urls, "--listen-client-urls")?,
+            advertise_client_urls: split_urls(&flags.advertise_client_urls),
+            listen_peer: parse_addrs(&flags.listen_peer_urls, "--listen-peer-urls")?,
+            advertise_peer_urls,
+            initial_cluster,
+            cluster_state,
+            tick: Duration::from_millis(flags.heartbeat_interval),
+            election_ticks: (flags.election_timeout / flags.heartbeat_interval) as u32,
+            snapshot_count: flags.snapshot_count.max(1),
+            max_request_bytes: flags.max_request_bytes,
+            max_txn_ops: flags.max_txn_ops,
+            quota_backend_bytes: if flags.quota_backend_bytes == 0 {
+                DEFAULT_QUOTA_BACKEND_BYTES
+            } else {
+                flags.quota_backend_bytes
+            },
+            auto_compaction: parse_auto_compaction(
+                &flags.auto_compaction_mode,
+                &flags.auto_compaction_retention,
+            )?,
+            listen_metrics: match &flags.listen_metrics_urls {
+                Some(urls) => parse_addrs(urls, "--listen-metrics-urls")?,
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
+fn split_urls(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `http://host:port` (or a bare `host:port`) into a socket address.
+/// Host names other than `localhost` are not resolved: a server binds to
+/// addresses, and a name that resolves differently later is a trap.
+pub fn parse_url_addr(url: &str) -> Result<SocketAddr, ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("unix://"))
+        .unwrap_or(url);
+    if url.starts_with("https://") {
+        return Err(ConfigError::Invalid(format!(
+            "{url}: TLS is not supported yet"
+        )));
+    }
+    let rest = rest.trim_end_matches('/');
+    let rest = match rest.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => rest.to_string(),
+    };
+    rest.parse()
+        .map_err(|e| ConfigError::Invalid(format!("{url}: not an http://ip:port URL ({e})")))
+}
+
+fn parse_addrs(text: &str, flag: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let urls = split_urls(text);
+    if urls.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{flag} must name at least one URL"
+        )));
+    }
+    urls.iter().map(|u| parse_url_addr(u)).collect()
+}
+
+/// Parses `name=url,name=url` and derives each member's id.
+pub fn parse_initial_cluster(text: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!("--initial-cluster entry {part:?} is not name=url"))
+        })?;
+        parse_url_addr(url)?;
+        by_name
+            .entry(name.to_string())
+            .or_default()
+            .push(url.to_string());
+    }
+    if by_name.is_empty() {
+        return Err(ConfigError::Invalid("--initial-cluster is empty".into()));
+    }
+    let members: Vec<InitialMember> = by_name
+        .into_iter()
+        .map(|(name, mut peer_urls)| {
+            peer_urls.sort();
+            let id = member_id(&peer_urls, token);
+            InitialMember {
+                name,
+                peer_urls,
+                id,
+            }
+        })
+        .collect();
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != members.len() {
+        return Err(ConfigError::Invalid(
+            "two members of --initial-cluster share peer URLs".into(),
+        ));
+    }
+    Ok(members)
+}
+
+/// A member's id: a hash of its sorted peer URLs and the cluster token, as
+/// etcd derives it, so every member computes the same ids independently.
+pub fn member_id(sorted_peer_urls: &[String], token: &str) -> u64 {
+    let mut text = sorted_peer_urls.join("");
+    text.push_str(token);
+    nonzero(fnv1a(text.as_bytes()))
+}
+
+fn cluster_id(members: &[InitialMember]) -> u64 {
+    let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+    nonzero(fnv1a(&bytes))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn nonzero(id: u64) -> u64 {
+    if id == 0 {
+        1
+    } else {
+        id
+    }
+}
+
+fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, ConfigError> {
+    let invalid = || {
+        ConfigError::Invalid(format!(
+            "--auto-compaction-retention {retention:?} is invalid for mode {mode}"
+        ))
+    };
+    match mode {
+        "periodic" => {
+            let duration = if let Ok(hours) = retention.parse::<u64>() {
+                Duration::from_secs(hours * 3600)
+            } else {
+                parse_duration(retention).ok_or_else(invalid)?
+            };
+            Ok(if duration.is_zero() {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Periodic(duration)
+            })
+        }
+        "revision" => {
+            let revisions: u64 = retention.parse().map_err(|_| invalid())?;
+            Ok(if revisions == 0 {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Revision(revisions)
+            })
+        }
+        other => Err(ConfigError::Invalid(format!(
+            "--auto-compaction-mode must be periodic or revision, not {other:?}"
+        ))),
+    }
+}
+
+/// Parses `90s`, `30m`, `1h`, `1h30m`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let value: u64 = number.parse().ok()?;
+        number.clear();
+        total += match c {
+            'h' => value * 3600,
+            'm' => value * 60,
+            's' => value,
+            _ => return None,
+        };
+    }
+    number.is_empty().then_some(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["raftkv"];
+        all.extend_from_slice(args);
+        Flags::parse_from(all)
+    }
+
+    #[test]
+    fn no_flags_make_a_one_node_cluster_on_etcds_ports() {
+        let config = ServerConfig::from_flags(&flags(&[])).expect("defaults are valid");
+        assert_eq!(config.name, "default");
+        assert_eq!(config.data_dir, PathBuf::from("default.raftkv"));
+        assert_eq!(
+            config.listen_client,
+            vec!["127.0.0.1:2379".parse().expect("addr")]
+        );
+        assert_eq!(
+            config.listen_peer,
+            vec!["127.0.0.1:2380".parse().expect("addr")]
+        );
+        assert_eq!(config.initial_cluster.len(), 1);
+        assert_eq!(config.election_ticks, 10);
+        assert_eq!(config.quota_backend_bytes, DEFAULT_QUOTA_BACKEND_BYTES);
+        assert_eq!(config.auto_compaction, AutoCompaction::Off);
+    }
+
+    #[test]
+    fn a_three_member_cluster_agrees_on_ids() {
+        let cluster = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382";
+        let configs: Vec<ServerConfig> = [("a", 2380), ("b", 2381), ("c", 2382)]
+            .iter()
+            .map(|(name, port)| {
+                let url = format!("http://127.0.0.1:{port}");
+                ServerConfig::from_flags(&flags(&[
+                    "--name",
+                    name,
+                    "--initial-cluster",
+                    cluster,
+                    "--initial-advertise-peer-urls",
+                    &url,
+                    "--listen-peer-urls",
+                    &url,
+                ]))
+                .expect("valid member")
+            })
+            .collect();
+        let cluster_ids: Vec<u64> = configs.iter().map(|c| c.cluster_id).collect();
+        assert!(
+            cluster_ids.windows(2).all(|w| w[0] == w[1]),
+            "one cluster id"
+        );
+        let mut member_ids: Vec<u64> = configs.iter().map(|c| c.member_id).collect();
+        member_ids.dedup();
+        assert_eq!(member_ids.len(), 3, "distinct member ids");
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        let cases: &[&[&str]] = &[
+            &["--initial-cluster-state", "maybe"],
+            &["--initial-cluster", "other=http://127.0.0.1:2380"],
+            &["--initial-cluster", "default=http://127.0.0.1:9999"],
+            &["--listen-client-urls", "http://nowhere:x"],
+            &["--listen-client-urls", "https://127.0.0.1:2379"],
+            &["--heartbeat-interval", "100", "--election-timeout", "200"],
+            &["--auto-compaction-mode", "sometimes"],
+            &[
+                "--auto-compaction-mode",
+                "revision",
+                "--auto-compaction-retention",
+                "1h",
+            ],
+            &["--max-txn-ops", "0"],
+        ];
+        for args in cases {
+            let result = ServerConfig::from_flags(&flags(args));
+            assert!(
+                matches!(result, Err(ConfigError::Invalid(_))),
+                "{args:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_compaction_retention_takes_etcds_forms() {
+        let periodic = |r: &str| parse_auto_compaction("periodic", r).expect("valid");
+        assert_eq!(
+            periodic("1"),
+            AutoCompaction::Periodic(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            periodic("30m"),
+            AutoCompaction::Periodic(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            periodic("1h30m"),
+            AutoCompaction::Periodic(Duration::from_secs(5400))
+        );
+        assert_eq!(periodic("0"), AutoCompaction::Off);
+        assert_eq!(
+            parse_auto_compaction("revision", "1000").expect("valid"),
+            AutoCompaction::Revision(1000)
+        );
+    }
+}

@@ -1,0 +1,699 @@
+//! The node driver: one thread that owns the Raft node, its write-ahead log
+//! and the state machine, and runs the Ready loop.
+//!
+//! ```text
+//!  gRPC tasks ──Input──▶ ┌──────────── driver thread ────────────┐
+//!  peer transport ─────▶ │ step / propose / read_index / tick     │
+//!  ticker ─────────────▶ │ ready: send leader msgs ─▶ transport   │
+//!                        │        append + fsync WAL (one batch)  │
+//!                        │        send persisted msgs             │
+//!                        │        apply committed ─▶ state machine│
+//!                        │        answer waiters, advance         │
+//!                        └────────────────────────────────────────┘
+//! ```
+//!
+//! Everything that touches the disk runs on this one thread, in the order
+//! the persistence contract of `raftkv_raft` requires. Inputs are drained in
+//! batches between readies, so many proposals share one fsync.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use raftkv_raft::{
+    ConfChange, ConfState, Config as RaftConfig, Entry, EntryKind, Index, InitialState, Message,
+    NodeId, RawNode, Role, SnapshotMeta, Term,
+};
+use raftkv_storage::{Wal, WalConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::NodeError;
+
+/// Most inputs handled before the next ready, so one fsync covers them.
+const INPUT_BATCH_MAX: usize = 4096;
+
+/// The replicated state machine the driver applies committed entries to.
+pub trait StateMachine: Send + 'static {
+    /// What applying a proposal yields for its proposer.
+    type Output: Send + 'static;
+
+    /// The last index applied. On restart, committed entries at or below it
+    /// are handed out again; the state machine must skip them.
+    fn applied_index(&self) -> Index;
+
+    /// Applies committed proposals in log order, as one batch. Returns one
+    /// output per proposal, in the same order. An error means the state
+    /// machine can no longer be trusted: the node stops.
+    fn apply(&mut self, proposals: &[Committed<'_>]) -> Result<Vec<Self::Output>, NodeError>;
+
+    /// Records a membership change applied at `index` with the member
+    /// information carried in its context.
+    fn apply_membership(
+        &mut self,
+        index: Index,
+        change: &ConfChange,
+        conf_state: &ConfState,
+    ) -> Result<(), NodeError>;
+}
+
+/// A committed proposal handed to the state machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Committed<'a> {
+    /// Its log index.
+    pub index: Index,
+    /// Its term.
+    pub term: Term,
+    /// The proposal id the proposer waits on.
+    pub id: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Sends Raft messages to peers. Implementations must not block: a message
+/// that cannot be queued is dropped (Raft retransmits) and the peer reported
+/// unreachable through [`Input::Unreachable`].
+pub trait Transport: Send + 'static {
+    /// Queues messages for their recipients.
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+/// What the driver reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub id: NodeId,
+    /// The leader it knows of (0 for none).
+    pub leader_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The current term.
+    pub term: Term,
+    /// The commit index.
+    pub commit_index: Index,
+    /// The applied index.
+    pub applied_index: Index,
+    /// The configuration in force.
+    pub conf_state: ConfState,
+}
+
+/// A request to the driver.
+pub enum Input<O> {
+    /// Replicate `payload`; the answer is the state machine's output.
+    Propose {
+        /// The payload.
+        payload: Bytes,
+        /// Where the output goes.
+        reply: oneshot::Sender<Result<O, NodeError>>,
+    },
+    /// Wait until a linearizable read may be served locally; the answer is
+    /// the applied index it may be served at.
+    Read {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Index, NodeError>>,
+    },
+    /// Propose a membership change; the answer is the new configuration.
+    ChangeMembership {
+        /// The change.
+        change: ConfChange,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<ConfState, NodeError>>,
+    },
+    /// Hand leadership to `target`.
+    TransferLeader {
+        /// The new leader.
+        target: NodeId,
+        /// Acknowledges that the transfer started.
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    /// A message from a peer.
+    Step(Message),
+    /// The transport could not reach a peer.
+    Unreachable(NodeId),
+    /// One tick of the logical clock.
+    Tick,
+    /// Report the node's status.
+    Status(oneshot::Sender<NodeStatus>),
+    /// Stop the driver.
+    Stop,
+}
+
+/// The handle the rest of the server talks to the driver through.
+pub struct NodeHandle<O> {
+    inputs: mpsc::Sender<Input<O>>,
+}
+
+impl<O> Clone for NodeHandle<O> {
+    fn clone(&self) -> Self {
+        Self {
+            inputs: self.inputs.clone(),
+        }
+    }
+}
+
+impl<O: Send + 'static> NodeHandle<O> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Input<O>,
+    ) -> Result<T, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(make(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Replicates a payload and returns the state machine's output for it.
+    pub async fn propose(&self, payload: Bytes) -> Result<O, NodeError> {
+        self.call(|reply| Input::Propose { payload, reply }).await
+    }
+
+    /// Waits until a linearizable read may be served from local state.
+    pub async fn read_barrier(&self) -> Result<Index, NodeError> {
+        self.call(|reply| Input::Read { reply }).await
+    }
+
+    /// Changes the cluster's membership.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, NodeError> {
+        self.call(|reply| Input::ChangeMembership { change, reply })
+            .await
+    }
+
+    /// Starts handing leadership to `target`.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), NodeError> {
+        self.call(|reply| Input::TransferLeader { target, reply })
+            .await
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(Input::Status(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Delivers a message from a peer; waits if the driver is busy.
+    pub async fn step(&self, message: Message) -> Result<(), NodeError> {
+        self.inputs
+            .send(Input::Step(message))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Delivers a message from a peer without waiting; returns false if the
+    /// driver's queue is full (the message is dropped, as on a lossy link).
+    pub fn try_step(&self, message: Message) -> bool {
+        self.inputs.try_send(Input::Step(message)).is_ok()
+    }
+
+    /// Reports a peer the transport could not reach (never waits).
+    pub fn report_unreachable(&self, peer: NodeId) {
+        let _ = self.inputs.try_send(Input::Unreachable(peer));
+    }
+
+    /// Asks the driver to stop after the work in hand.
+    pub async fn stop(&self) {
+        let _ = self.inputs.send(Input::Stop).await;
+    }
+
+    /// A raw sender, for the ticker.
+    fn sender(&self) -> mpsc::Sender<Input<O>> {
+        self.inputs.clone()
+    }
+}
+
+/// The driver's thread; joining it yields how the driver ended.
+pub type DriverThread = std::thread::JoinHandle<Result<(), NodeError>>;
+
+/// How a node starts.
+pub struct NodeOptions {
+    /// Raft settings; `id` is this member's id.
+    pub raft: RaftConfig,
+    /// The founding voters, used only when the log is empty and the node
+    /// bootstraps a new cluster; empty to join an existing cluster.
+    pub bootstrap_voters: Vec<NodeId>,
+    /// Length of a tick.
+    pub tick: Duration,
+    /// Capacity of the input queue.
+    pub input_queue: usize,
+}
+
+/// Opens the WAL in `wal_dir`, restores or bootstraps the Raft node, and
+/// starts the driver thread and its ticker. Must be called inside a tokio
+/// runtime.
+pub fn start<SM: StateMachine, T: Transport>(
+    options: NodeOptions,
+    wal_dir: &Path,
+    state_machine: SM,
+    transport: T,
+) -> Result<(NodeHandle<SM::Output>, DriverThread), NodeError> {
+    let wal = Wal::open(wal_dir, WalConfig::default())?;
+    let raw = restore_raft(&options, &wal)?;
+    let (inputs, receiver) = mpsc::channel(options.input_queue.max(16));
+    let handle = NodeHandle { inputs };
+    let ticker = handle.sender();
+    let tick = options.tick;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            // A busy driver misses a tick rather than queueing them up.
+            if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Input::Tick) {
+                return;
+            }
+        }
+    });
+    let driver = Driver {
+        id: options.raft.id,
+        raw,
+        wal,
+        state_machine,
+        transport,
+        waiters: HashMap::new(),
+        next_proposal_id: proposal_id_base(options.raft.id),
+        queued_reads: Vec::new(),
+        reads_in_flight: HashMap::new(),
+        reads_awaiting_apply: BTreeMap::new(),
+        next_read_context: 0,
+        conf_waiters: Vec::new(),
+        proposal_positions: BTreeMap::new(),
+        leader_id: 0,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-node-{:x}", options.raft.id))
+        .spawn(move || driver.run(receiver))
+        .map_err(|e| NodeError::Fatal(format!("cannot start the node thread: {e}")))?;
+    Ok((handle, thread))
+}
+
+fn restore_raft(options: &NodeOptions, wal: &Wal) -> Result<RawNode, NodeError> {
+    let empty = wal.last_index() == 0 && wal.hard_state() == Default::default();
+    if empty && !options.bootstrap_voters.is_empty() {
+        tracing::info!(id = options.raft.id, voters = ?options.bootstrap_voters, "bootstrapping a new cluster");
+        return Ok(RawNode::bootstrap(
+            options.raft.clone(),
+            &options.bootstrap_voters,
+        )?);
+    }
+    let marker = wal.snapshot_marker();
+    let entries = if wal.last_index() >= wal.first_index() {
+        wal.entries(wal.first_index(), wal.last_index() + 1)?
+    } else {
+        Vec::new()
+    };
+    tracing::info!(
+        id = options.raft.id,
+        entries = entries.len(),
+        hard_state = ?wal.hard_state(),
+        "restoring from the write-ahead log"
+    );
+    let state = InitialState {
+        hard_state: wal.hard_state(),
+        snapshot: SnapshotMeta {
+            index: marker.index,
+            term: marker.term,
+            conf_state: ConfState::default(),
+        },
+        entries,
+    };
+    Ok(RawNode::new(options.raft.clone(), state)?)
+}
+
+/// Proposal ids are unique per member: the member id's low 16 bits, then a
+/// counter that starts from the clock so a restarted member does not reuse
+/// the ids of its previous life.
+fn proposal_id_base(member: NodeId) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ((member & 0xffff) << 48) | ((now_ms & 0xff_ffff_ffff) << 8)
+}
+
+/// Encodes a proposal as an entry payload: the id, then the payload.
+pub fn encode_proposal(id: u64, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + payload.len());
+    out.put_u64_le(id);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// Splits an entry payload into proposal id and payload; `None` for the
+/// empty entries a new leader appends.
+pub fn decode_proposal(data: &[u8]) -> Option<(u64, &[u8])> {
+    if data.len() < 8 {
+        return None;
+    }
+    let mut head = &data[..8];
+    Some((head.get_u64_le(), &data[8..]))
+}
+
+type ReadReply = oneshot::Sender<Result<Index, NodeError>>;
+
+struct Driver<SM: StateMachine, T> {
+    id: NodeId,
+    raw: RawNode,
+    wal: Wal,
+    state_machine: SM,
+    transport: T,
+    waiters: HashMap<u64, oneshot::Sender<Result<SM::Output, NodeError>>>,
+    next_proposal_id: u64,
+    /// Reads that arrived since the last read-index request.
+    queued_reads: Vec<ReadReply>,
+    /// Read-index requests sent, by context.
+    reads_in_flight: HashMap<u64, Vec<ReadReply>>,
+    /// Reads confirmed at an index not yet applied.
+    reads_awaiting_apply: BTreeMap<Index, Vec<ReadReply>>,
+    next_read_context: u64,
+    /// Membership changes waiting to apply, with their entry payload.
+    conf_waiters: Vec<(Bytes, oneshot::Sender<Result<ConfState, NodeError>>)>,
+    /// Where this node, as leader, put each waiting proposal: if another
+    /// entry is applied there, the proposal was lost with a leader change.
+    proposal_positions: BTreeMap<Index, u64>,
+    leader_id: NodeId,
+}
+
+impl<SM: StateMachine, T: Transport> Driver<SM, T> {
+    fn run(mut self, mut inputs: mpsc::Receiver<Input<SM::Output>>) -> Result<(), NodeError> {
+        let result = self.run_loop(&mut inputs);
+        if let Err(err) = &result {
+            tracing::error!(id = self.id, %err, "node stopped on a fatal error");
+        }
+        self.fail_everything(&result);
+        result
+    }
+
+    fn run_loop(
+        &mut self,
+        inputs: &mut mpsc::Receiver<Input<SM::Output>>,
+    ) -> Result<(), NodeError> {
+        loop {
+            let Some(first) = inputs.blocking_recv() else {
+                return Ok(());
+            };
+            if !self.handle(first) {
+                return self.drain_ready();
+            }
+            for _ in 0..INPUT_BATCH_MAX {
+                match inputs.try_recv() {
+                    Ok(input) => {
+                        if !self.handle(input) {
+                            return self.drain_ready();
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.request_read_index();
+            self.drain_ready()?;
+        }
+    }
+
+    /// Handles one input; returns false on `Stop`.
+    fn handle(&mut self, input: Input<SM::Output>) -> bool {
+        match input {
+            Input::Propose { payload, reply } => {
+                let id = self.next_proposal_id;
+                self.next_proposal_id += 1;
+                match self.raw.propose(encode_proposal(id, &payload)) {
+                    Ok(()) => {
+                        self.waiters.insert(id, reply);
+                        let raft = self.raw.raft();
+                        if raft.role == Role::Leader {
+                            self.proposal_positions.insert(raft.log.last_index(), id);
+                        }
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err.into()));
+                    }
+                }
+            }
+            Input::Read { reply } => self.queued_reads.push(reply),
+            Input::ChangeMembership { change, reply } => {
+                match self.raw.propose_conf_change(&change) {
+                    Ok(()) => self.conf_waiters.push((change.encode(), reply)),
+                    Err(err) => {
+                        let _ = reply.send(Err(err.into()));
+                    }
+                }
+            }
+            Input::TransferLeader { target, reply } => {
+                let _ = reply.send(self.raw.transfer_leader(target).map_err(NodeError::from));
+            }
+            Input::Step(message) => {
+                if let Err(err) = self.raw.step(message) {
+                    tracing::debug!(id = self.id, %err, "peer message refused");
+                }
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::Tick => self.raw.tick(),
+            Input::Status(reply) => {
+                let status = self.raw.status();
+                let _ = reply.send(NodeStatus {
+                    id: self.id,
+                    leader_id: status.soft_state.leader_id,
+                    role: status.soft_state.role,
+                    term: status.hard_state.term,
+                    commit_index: status.hard_state.commit,
+                    applied_index: self.state_machine.applied_index().max(status.applied),
+                    conf_state: status.conf_state,
+                });
+            }
+            Input::Stop => return false,
+        }
+        true
+    }
+
+    /// Asks the leader for one read index covering every queued read.
+    fn request_read_index(&mut self) {
+        if self.queued_reads.is_empty() {
+            return;
+        }
+        self.next_read_context += 1;
+        let context = self.next_read_context;
+        let reads = std::mem::take(&mut self.queued_reads);
+        match self
+            .raw
+            .read_index(Bytes::copy_from_slice(&context.to_le_bytes()))
+        {
+            Ok(()) => {
+                self.reads_in_flight.insert(context, reads);
+            }
+            Err(err) => {
+                let err = NodeError::from(err);
+                for reply in reads {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn drain_ready(&mut self) -> Result<(), NodeError> {
+        while self.raw.has_ready() {
+            self.process_ready()?;
+        }
+        Ok(())
+    }
+
+    fn process_ready(&mut self) -> Result<(), NodeError> {
+        let ready = self.raw.ready();
+        if let Some(soft) = ready.soft_state {
+            self.on_leader_change(soft.leader_id);
+        }
+        if ready.snapshot.is_some() {
+            return Err(NodeError::Fatal(
+                "received a snapshot from the leader, and installing snapshots is not supported yet".into(),
+            ));
+        }
+        // The leader's appends may leave while its own disk write runs.
+        self.transport.send(ready.messages);
+        if !ready.entries.is_empty() {
+            self.wal.append_entries(&ready.entries)?;
+        }
+        if let Some(hard_state) = ready.hard_state {
+            self.wal.set_hard_state(hard_state)?;
+        }
+        if ready.must_sync {
+            self.wal.sync()?;
+        }
+        self.transport.send(ready.persisted_messages);
+        self.apply(&ready.committed_entries)?;
+        for read in ready.read_states {
+            let Ok(context) = <[u8; 8]>::try_from(read.context.as_ref()) else {
+                continue;
+            };
+            if let Some(replies) = self.reads_in_flight.remove(&u64::from_le_bytes(context)) {
+                self.reads_awaiting_apply
+                    .entry(read.index)
+                    .or_default()
+                    .extend(replies);
+            }
+        }
+        self.raw.advance();
+        self.release_reads();
+        Ok(())
+    }
+
+    fn on_leader_change(&mut self, leader_id: NodeId) {
+        if leader_id == self.leader_id {
+            return;
+        }
+        tracing::info!(id = self.id, leader_id, "leader changed");
+        self.leader_id = leader_id;
+        // A read-index request sent to the old leader may never be answered;
+        // fail it so the client retries rather than waiting for a time-out.
+        for (_, replies) in self.reads_in_flight.drain() {
+            for reply in replies {
+                let _ = reply.send(Err(NodeError::LeaderChanged));
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), NodeError> {
+        let mut batch: Vec<Committed<'_>> = Vec::new();
+        let mut last_applied = self.state_machine.applied_index();
+        for entry in entries {
+            self.fail_displaced_proposal(entry);
+            match entry.kind {
+                EntryKind::Normal => {
+                    if entry.index <= last_applied {
+                        continue;
+                    }
+                    if let Some((id, payload)) = decode_proposal(&entry.data) {
+                        batch.push(Committed {
+                            index: entry.index,
+                            term: entry.term,
+                            id,
+                            payload,
+                        });
+                    }
+                }
+                EntryKind::ConfChange => {
+                    // Apply what came before, then the change, in log order.
+                    let outputs = self.state_machine.apply(&batch)?;
+                    answer(&mut self.waiters, &batch, outputs);
+                    batch.clear();
+                    self.apply_conf_change(entry, last_applied)?;
+                }
+            }
+            last_applied = last_applied.max(entry.index);
+        }
+        let outputs = self.state_machine.apply(&batch)?;
+        answer(&mut self.waiters, &batch, outputs);
+        Ok(())
+    }
+
+    /// Fails the proposal this node put at `entry.index` if a different
+    /// entry was committed there.
+    fn fail_displaced_proposal(&mut self, entry: &Entry) {
+        let Some(id) = self.proposal_positions.remove(&entry.index) else {
+            return;
+        };
+        let same = decode_proposal(&entry.data).is_some_and(|(committed, _)| committed == id);
+        if !same {
+            if let Some(reply) = self.waiters.remove(&id) {
+                let _ = reply.send(Err(NodeError::LeaderChanged));
+            }
+        }
+        // Positions below the applied index can no longer be decided.
+        let stale = self.proposal_positions.split_off(&entry.index);
+        for (_, id) in std::mem::replace(&mut self.proposal_positions, stale) {
+            if let Some(reply) = self.waiters.remove(&id) {
+                let _ = reply.send(Err(NodeError::LeaderChanged));
+            }
+        }
+    }
+
+    fn take_conf_waiter(
+        &mut self,
+        data: &[u8],
+    ) -> Option<oneshot::Sender<Result<ConfState, NodeError>>> {
+        let position = self
+            .conf_waiters
+            .iter()
+            .position(|(payload, _)| payload.as_ref() == data)?;
+        Some(self.conf_waiters.remove(position).1)
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry, applied_before: Index) -> Result<(), NodeError> {
+        let change = ConfChange::decode(&entry.data).map_err(|e| {
+            NodeError::Fatal(format!(
+                "undecodable membership change at {}: {e}",
+                entry.index
+            ))
+        })?;
+        match self.raw.apply_conf_change(&change) {
+            Ok(conf_state) => {
+                if entry.index > applied_before {
+                    self.state_machine
+                        .apply_membership(entry.index, &change, &conf_state)?;
+                }
+                if let Some(reply) = self.take_conf_waiter(&entry.data) {
+                    let _ = reply.send(Ok(conf_state));
+                }
+            }
+            Err(err) => {
+                // Refused identically on every member: the log stays in step.
+                tracing::warn!(id = self.id, index = entry.index, %err, "committed membership change refused");
+                if let Some(reply) = self.take_conf_waiter(&entry.data) {
+                    let _ = reply.send(Err(err.into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn release_reads(&mut self) {
+        let applied = self
+            .state_machine
+            .applied_index()
+            .max(self.raw.status().applied);
+        let pending = self.reads_awaiting_apply.split_off(&(applied + 1));
+        for (_, replies) in std::mem::replace(&mut self.reads_awaiting_apply, pending) {
+            for reply in replies {
+                let _ = reply.send(Ok(applied));
+            }
+        }
+    }
+
+    fn fail_everything(&mut self, result: &Result<(), NodeError>) {
+        let err = match result {
+            Ok(()) => NodeError::Stopped,
+            Err(err) => err.clone(),
+        };
+        for (_, reply) in self.waiters.drain() {
+            let _ = reply.send(Err(err.clone()));
+        }
+        let reads = self
+            .queued_reads
+            .drain(..)
+            .chain(self.reads_in_flight.drain().flat_map(|(_, r)| r))
+            .chain(
+                std::mem::take(&mut self.reads_awaiting_apply)
+                    .into_values()
+                    .flatten(),
+            );
+        for reply in reads {
+            let _ = reply.send(Err(err.clone()));
+        }
+        for (_, reply) in self.conf_waiters.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+}
+
+fn answer<O>(
+    waiters: &mut HashMap<u64, oneshot::Sender<Result<O, NodeError>>>,
+    batch: &[Committed<'_>],
+    outputs: Vec<O>,
+) {
+    for (committed, output) in batch.iter().zip(outputs) {
+        if let Some(reply) = waiters.remove(&committed.id) {
+            let _ = reply.send(Ok(output));
+        }
+    }
+}
