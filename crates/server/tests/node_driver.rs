@@ -11,10 +11,13 @@ use raftkv_raft::{ConfChange, ConfState, Config, Index, Message, NodeId, Role};
 use raftkv_server::error::NodeError;
 use raftkv_server::node::{self, Committed, NodeHandle, NodeOptions, StateMachine, Transport};
 
+/// `(index, payload)` of each applied proposal.
+type AppliedLog = Arc<Mutex<Vec<(Index, Vec<u8>)>>>;
+
 /// Records what it applies; its output is the entry's index.
 #[derive(Clone, Default)]
 struct Recorder {
-    applied: Arc<Mutex<Vec<(Index, Vec<u8>)>>>,
+    applied: AppliedLog,
     last: Index,
 }
 
