@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then runs them.
+# etcdctl (Debian package etcd-client) is the real client the compatibility
+# tests drive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v etcdctl >/dev/null 2>&1; then
+  echo "== installing etcd-client (etcdctl) for the compatibility tests"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-client >/dev/null
+fi
+
+cargo test --workspace --release "$@"
