@@ -625,7 +625,7 @@ impl Cluster {
         for msg in delivered {
             self.deliver(msg)?;
         }
-        if self.now % tick_every == 0 {
+        if self.now.is_multiple_of(tick_every) {
             self.tick_all()?;
         }
         Ok(())
