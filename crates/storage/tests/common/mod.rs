@@ -12,7 +12,7 @@ pub fn entry(index: Index, term: Term) -> Entry {
     Entry {
         term,
         index,
-        kind: if index % 7 == 0 {
+        kind: if index.is_multiple_of(7) {
             EntryKind::ConfChange
         } else {
             EntryKind::Normal
