@@ -14,7 +14,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::error::{MvccError, Result};
 use crate::key_range::KeyRange;
 use crate::layout::{
-    encode_hist_put, encode_hist_tombstone, encode_live, HIST, LEASES, LEASE_KEYS, LIVE, META,
+    encode_hist_put, encode_hist_tombstone, encode_live, AUX, HIST, LEASES, LEASE_KEYS, LIVE, META,
     META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT, META_REV, REVS,
 };
 use crate::read::{HistKey, View};
@@ -43,6 +43,7 @@ pub struct Batch<'t> {
     pub(crate) revs: Table<'t, (i64, i64), &'static [u8]>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
+    aux: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
     /// Revision of the last finished request.
     pub(crate) current: i64,
@@ -71,6 +72,7 @@ impl<'t> Batch<'t> {
             revs: txn.open_table(REVS)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
+            aux: txn.open_table(AUX)?,
             meta,
             current,
             compact,
@@ -227,6 +229,40 @@ impl<'t> Batch<'t> {
         self.require_entry()?;
         let r = crate::compaction::compact(self, revision);
         self.check(r)
+    }
+
+    /// Reads a server record written in this or an earlier batch.
+    pub fn aux_get(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.aux.get((namespace, key))?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes a server record as part of the current entry. Records make no
+    /// revision and are not visible to KV reads; they travel in snapshots.
+    pub fn aux_put(&mut self, namespace: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.require_entry()?;
+        let r = self
+            .aux
+            .insert((namespace, key), value)
+            .map(|_| ())
+            .map_err(MvccError::from);
+        self.check(r)
+    }
+
+    /// Deletes a server record as part of the current entry; returns
+    /// whether it existed.
+    pub fn aux_delete(&mut self, namespace: &str, key: &[u8]) -> Result<bool> {
+        self.require_entry()?;
+        let r = self
+            .aux
+            .remove((namespace, key))
+            .map(|v| v.is_some())
+            .map_err(MvccError::from);
+        self.check(r)
+    }
+
+    /// Every record of a namespace, in key order.
+    pub fn aux_scan(&self, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        crate::store::scan_aux(&self.aux, namespace)
     }
 
     /// Grants lease `id` with `ttl` seconds.

@@ -8,6 +8,8 @@
 //! leases     lease id -> ttl seconds
 //! lease_keys (lease id, key) -> ()            keys attached to each lease (revoke)
 //! meta       name -> u64                      current/compact revision, applied index/term
+//! aux        (namespace, key) -> bytes        the server's own replicated records (request
+//!                                             outcomes, members), outside the revision model
 //! ```
 //!
 //! Why no in-memory key index (etcd's treeIndex): `live` answers latest point reads with one
@@ -37,6 +39,8 @@ pub(crate) const REVS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new
 pub(crate) const LEASES: TableDefinition<i64, i64> = TableDefinition::new("leases");
 /// (lease id, key) for each key attached to a lease.
 pub(crate) const LEASE_KEYS: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+/// Server records kept with the data: (namespace, key) -> value.
+pub(crate) const AUX: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("aux");
 /// Named counters.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

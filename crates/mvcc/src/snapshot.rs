@@ -2,7 +2,7 @@
 //!
 //! A [`SnapshotReader`] reads from one redb read transaction, an MVCC snapshot: batches
 //! committed after it started do not show, however long the stream takes. Only the source of
-//! truth is streamed (history, leases, counters); `live`, `revs` and `lease_keys` are rebuilt
+//! truth is streamed (history, leases, server records, counters); `live`, `revs` and `lease_keys` are rebuilt
 //! on install.
 //!
 //! Stream format (integers little endian):
@@ -13,6 +13,7 @@
 //!   tag 1 META   current i64, compact i64, applied index u64, applied term u64 (first)
 //!   tag 2 HIST   key len u32, key, main i64, sub i64, hist record  (strict (key,main,sub) order)
 //!   tag 3 LEASE  id i64, ttl i64
+//!   tag 4 AUX    namespace len u32, namespace, key len u32, key, value
 //!   tag 255 END  frames before it u64, crc32c over their crcs u32  (last)
 //! ```
 //!
@@ -25,7 +26,7 @@ use redb::{Durability, ReadOnlyTable};
 
 use crate::error::{MvccError, Result};
 use crate::layout::{
-    decode_hist, encode_live, HIST, LEASES, LEASE_KEYS, LIVE, META, META_APPLIED_INDEX,
+    decode_hist, encode_live, AUX, HIST, LEASES, LEASE_KEYS, LIVE, META, META_APPLIED_INDEX,
     META_APPLIED_TERM, META_COMPACT, META_REV, REVS,
 };
 use crate::read::HistKey;
@@ -36,6 +37,7 @@ const MAGIC: &[u8; 8] = b"RKVSNAP1";
 const TAG_META: u8 = 1;
 const TAG_HIST: u8 = 2;
 const TAG_LEASE: u8 = 3;
+const TAG_AUX: u8 = 4;
 const TAG_END: u8 = 255;
 /// Largest frame accepted on install: bounds memory against a corrupt length.
 const FRAME_BYTES_MAX: usize = 64 << 20;
@@ -56,6 +58,7 @@ pub struct SnapshotMeta {
 enum Phase {
     Hist,
     Leases,
+    Aux,
     Done,
 }
 
@@ -65,6 +68,7 @@ pub struct SnapshotReader {
     meta: SnapshotMeta,
     hist: redb::Range<'static, HistKey, &'static [u8]>,
     leases: redb::Range<'static, i64, i64>,
+    aux: redb::Range<'static, (&'static str, &'static [u8]), &'static [u8]>,
     phase: Phase,
     frames: u64,
     crc_of_crcs: u32,
@@ -120,6 +124,20 @@ impl SnapshotReader {
                         payload.extend_from_slice(&k.value().to_le_bytes());
                         payload.extend_from_slice(&v.value().to_le_bytes());
                         self.frame(TAG_LEASE, &payload);
+                    }
+                    None => self.phase = Phase::Aux,
+                },
+                Phase::Aux => match self.aux.next() {
+                    Some(e) => {
+                        let (k, v) = e?;
+                        let (namespace, key) = k.value();
+                        payload.clear();
+                        payload.extend_from_slice(&(namespace.len() as u32).to_le_bytes());
+                        payload.extend_from_slice(namespace.as_bytes());
+                        payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                        payload.extend_from_slice(key);
+                        payload.extend_from_slice(v.value());
+                        self.frame(TAG_AUX, &payload);
                     }
                     None => {
                         payload.clear();
@@ -180,10 +198,13 @@ impl Store {
         let t = self.read_tables_in(&txn)?;
         let hist: ReadOnlyTable<HistKey, &'static [u8]> = txn.open_table(HIST)?;
         let leases: ReadOnlyTable<i64, i64> = txn.open_table(LEASES)?;
+        let aux: ReadOnlyTable<(&'static str, &'static [u8]), &'static [u8]> =
+            txn.open_table(AUX)?;
         let mut r = SnapshotReader {
             meta: t,
             hist: hist.range::<HistKey>(..)?,
             leases: leases.range::<i64>(..)?,
+            aux: aux.range::<(&str, &[u8])>(..)?,
             phase: Phase::Hist,
             frames: 0,
             crc_of_crcs: 0,
@@ -234,6 +255,7 @@ impl Store {
         txn.delete_table(REVS)?;
         txn.delete_table(LEASES)?;
         txn.delete_table(LEASE_KEYS)?;
+        txn.delete_table(AUX)?;
         txn.delete_table(META)?;
         let meta = install_frames(&txn, &mut r)?;
         txn.commit()?;
@@ -302,6 +324,7 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<Sna
     let mut revs = txn.open_table(REVS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    let mut aux = txn.open_table(AUX)?;
     let mut meta_t = txn.open_table(META)?;
     let mut meta: Option<SnapshotMeta> = None;
     let mut frames = 0u64;
@@ -382,6 +405,15 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<Sna
                 let id = f.i64()?;
                 let ttl = f.i64()?;
                 leases.insert(id, ttl)?;
+            }
+            TAG_AUX => {
+                let namespace_len = f.u32()? as usize;
+                let namespace = std::str::from_utf8(f.take(namespace_len)?)
+                    .map_err(|_| corrupt("aux namespace is not UTF-8"))?
+                    .to_string();
+                let key_len = f.u32()? as usize;
+                let key = f.take(key_len)?.to_vec();
+                aux.insert((namespace.as_str(), key.as_slice()), f.0)?;
             }
             TAG_END => {
                 let n = f.u64()?;

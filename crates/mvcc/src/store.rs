@@ -140,6 +140,7 @@ impl Store {
             txn.open_table(REVS)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
+            txn.open_table(crate::layout::AUX)?;
         }
         txn.commit()?;
         let store = Store {
@@ -466,5 +467,30 @@ impl Drop for Store {
                 tracing::warn!(error = %e, "mvcc store: final sync failed; replay will redo it");
             }
         }
+    }
+}
+
+/// Every record of `namespace` in an aux table, in key order.
+pub(crate) fn scan_aux<T>(table: &T, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>
+where
+    T: redb::ReadableTable<(&'static str, &'static [u8]), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for item in table.range::<(&str, &[u8])>((namespace, &[][..])..)? {
+        let (k, v) = item?;
+        let (ns, key) = k.value();
+        if ns != namespace {
+            break;
+        }
+        out.push((key.to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Every server record of `namespace`, as last committed.
+    pub fn aux_scan(&self, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        scan_aux(&txn.open_table(crate::layout::AUX)?, namespace)
     }
 }
