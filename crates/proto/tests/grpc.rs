@@ -226,6 +226,10 @@ fn etcdctl_available() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_get_reads_through_generated_kv_server() {
     if !etcdctl_available() {
+        assert!(
+            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
+            "etcdctl is required here (RAFTKV_REQUIRE_ETCDCTL is set) but not on PATH"
+        );
         eprintln!(
             "SKIPPED etcdctl_get_reads_through_generated_kv_server: etcdctl not on PATH \
              (apt-get install etcd-client)"

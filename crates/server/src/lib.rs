@@ -3,9 +3,20 @@
 //! - [`config`]: etcd's flags, defaults and validation.
 //! - [`node`]: the driver thread that runs the Raft Ready loop over the
 //!   write-ahead log and the state machine.
+//! - [`kv_state`]: the replicated state machine over the MVCC store, with
+//!   the exactly-once table; [`replicated`] is what goes into the log.
+//! - [`grpc`]: etcd's v3 services; [`convert`] and [`status`] translate
+//!   messages and errors.
+//! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
 
 pub mod config;
+pub mod convert;
 pub mod error;
+pub mod grpc;
+pub mod kv_state;
 pub mod node;
+pub mod replicated;
+pub mod server;
+pub mod status;

@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -52,6 +54,7 @@ pub trait StateMachine: Send + 'static {
     fn apply_membership(
         &mut self,
         index: Index,
+        term: Term,
         change: &ConfChange,
         conf_state: &ConfState,
     ) -> Result<(), NodeError>;
@@ -138,16 +141,57 @@ pub enum Input<O> {
     Stop,
 }
 
+/// What the driver publishes after every ready, readable without a round
+/// trip (for response headers and status pages).
+#[derive(Debug, Default)]
+pub struct SharedState {
+    term: AtomicU64,
+    leader_id: AtomicU64,
+    commit_index: AtomicU64,
+    applied_index: AtomicU64,
+}
+
+impl SharedState {
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    /// The known leader (0 for none).
+    pub fn leader_id(&self) -> NodeId {
+        self.leader_id.load(Ordering::Relaxed)
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        self.commit_index.load(Ordering::Relaxed)
+    }
+
+    /// The applied index.
+    pub fn applied_index(&self) -> Index {
+        self.applied_index.load(Ordering::Relaxed)
+    }
+}
+
 /// The handle the rest of the server talks to the driver through.
 pub struct NodeHandle<O> {
     inputs: mpsc::Sender<Input<O>>,
+    shared: Arc<SharedState>,
 }
 
 impl<O> Clone for NodeHandle<O> {
     fn clone(&self) -> Self {
         Self {
             inputs: self.inputs.clone(),
+            shared: self.shared.clone(),
         }
+    }
+}
+
+impl<O> NodeHandle<O> {
+    /// The driver's published state.
+    pub fn shared(&self) -> &SharedState {
+        &self.shared
     }
 }
 
@@ -254,7 +298,11 @@ pub fn start<SM: StateMachine, T: Transport>(
     let wal = Wal::open(wal_dir, WalConfig::default())?;
     let raw = restore_raft(&options, &wal)?;
     let (inputs, receiver) = mpsc::channel(options.input_queue.max(16));
-    let handle = NodeHandle { inputs };
+    let shared = Arc::new(SharedState::default());
+    let handle = NodeHandle {
+        inputs,
+        shared: shared.clone(),
+    };
     let ticker = handle.sender();
     let tick = options.tick;
     tokio::spawn(async move {
@@ -283,6 +331,7 @@ pub fn start<SM: StateMachine, T: Transport>(
         conf_waiters: Vec::new(),
         proposal_positions: BTreeMap::new(),
         leader_id: 0,
+        shared,
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-node-{:x}", options.raft.id))
@@ -375,6 +424,7 @@ struct Driver<SM: StateMachine, T> {
     /// entry is applied there, the proposal was lost with a leader change.
     proposal_positions: BTreeMap<Index, u64>,
     leader_id: NodeId,
+    shared: Arc<SharedState>,
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -535,7 +585,39 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         self.raw.advance();
         self.release_reads();
+        self.campaign_if_sole_voter();
+        self.publish();
         Ok(())
+    }
+
+    /// A member that is the only voter has nobody to wait for: it need not
+    /// sit out an election timeout after starting.
+    fn campaign_if_sole_voter(&mut self) {
+        let raft = self.raw.raft();
+        let voters = &raft.tracker.membership.voters;
+        let sole = voters.outgoing.is_empty()
+            && voters.incoming.len() == 1
+            && voters.incoming.contains(&self.id);
+        if sole && raft.role == Role::Follower && raft.leader_id == 0 {
+            self.raw.campaign();
+        }
+    }
+
+    fn publish(&self) {
+        let raft = self.raw.raft();
+        let shared = &self.shared;
+        shared.term.store(raft.term, Ordering::Relaxed);
+        let leader = if raft.role == Role::Leader {
+            self.id
+        } else {
+            raft.leader_id
+        };
+        shared.leader_id.store(leader, Ordering::Relaxed);
+        shared
+            .commit_index
+            .store(raft.log.committed, Ordering::Relaxed);
+        let applied = self.state_machine.applied_index().max(raft.log.applied);
+        shared.applied_index.store(applied, Ordering::Relaxed);
     }
 
     fn on_leader_change(&mut self, leader_id: NodeId) {
@@ -629,8 +711,12 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         match self.raw.apply_conf_change(&change) {
             Ok(conf_state) => {
                 if entry.index > applied_before {
-                    self.state_machine
-                        .apply_membership(entry.index, &change, &conf_state)?;
+                    self.state_machine.apply_membership(
+                        entry.index,
+                        entry.term,
+                        &change,
+                        &conf_state,
+                    )?;
                 }
                 if let Some(reply) = self.take_conf_waiter(&entry.data) {
                     let _ = reply.send(Ok(conf_state));

@@ -43,6 +43,7 @@ impl StateMachine for Recorder {
     fn apply_membership(
         &mut self,
         index: Index,
+        _: u64,
         _: &ConfChange,
         _: &ConfState,
     ) -> Result<(), NodeError> {

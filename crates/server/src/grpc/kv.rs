@@ -1,0 +1,259 @@
+//! The KV service.
+//!
+//! Writes are proposed through Raft and answered once applied. Reads are
+//! linearizable by default (a read-index barrier, batched with other reads,
+//! then a local read); `serializable` reads are served from local state at
+//! once. A read-only txn is served like a read and not proposed.
+//!
+//! # Exactly-once writes
+//!
+//! A client may attach two gRPC metadata entries to a write:
+//!
+//! - `raftkv-client-id`: a non-zero 64-bit decimal id, unique per client
+//!   (pick it at random);
+//! - `raftkv-sequence`: a decimal sequence number, increasing per request.
+//!
+//! If a write with the same pair was already applied, the server answers
+//! with that first outcome (same revision, same prev_kv) instead of applying
+//! it again. The last 64 sequence numbers per client are remembered, for the
+//! time set by `--request-outcome-ttl`. Without the metadata, etcd's
+//! semantics hold unchanged.
+
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message as _;
+use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::kv_server::Kv;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::ServiceContext;
+use crate::convert;
+use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
+use crate::status;
+
+/// Metadata key of the client id.
+pub const CLIENT_ID_METADATA: &str = "raftkv-client-id";
+/// Metadata key of the sequence number.
+pub const SEQUENCE_METADATA: &str = "raftkv-sequence";
+
+/// The KV service.
+pub struct KvService {
+    ctx: ServiceContext,
+}
+
+impl KvService {
+    /// A KV service over `ctx`.
+    pub fn new(ctx: ServiceContext) -> Self {
+        Self { ctx }
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        fut: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        tokio::time::timeout(self.ctx.request_timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(status::timed_out()))
+    }
+
+    async fn linearizable_barrier(&self) -> Result<(), Status> {
+        self.with_timeout(async {
+            self.ctx
+                .node
+                .read_barrier()
+                .await
+                .map_err(|e| status::from_node(&e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn check_size(&self, encoded_len: usize) -> Result<(), Status> {
+        if encoded_len as u64 > self.ctx.max_request_bytes {
+            return Err(status::request_too_large());
+        }
+        Ok(())
+    }
+
+    async fn propose(&self, metadata: &MetadataMap, op: Op) -> Result<Outcome, Status> {
+        let (client_id, sequence) = request_id(metadata)?;
+        let request = ReplicatedRequest {
+            client_id,
+            sequence,
+            proposed_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            op: Some(op),
+        };
+        let payload = Bytes::from(request.encode_to_vec());
+        let outcome = self
+            .with_timeout(async {
+                self.ctx
+                    .node
+                    .propose(payload)
+                    .await
+                    .map_err(|e| status::from_node(&e))
+            })
+            .await?;
+        if let Some(outcome::Result::Error(err)) = &outcome.result {
+            return Err(Status::new(
+                tonic::Code::from_i32(err.code),
+                err.message.clone(),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Reads the exactly-once metadata; (0, 0) when absent.
+fn request_id(metadata: &MetadataMap) -> Result<(u64, u64), Status> {
+    let read = |key: &str| -> Result<Option<u64>, Status> {
+        match metadata.get(key) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("etcdserver: {key} must be a decimal number"))
+                }),
+        }
+    };
+    match (read(CLIENT_ID_METADATA)?, read(SEQUENCE_METADATA)?) {
+        (Some(client), Some(sequence)) if client != 0 => Ok((client, sequence)),
+        (None, None) => Ok((0, 0)),
+        _ => Err(Status::invalid_argument(format!(
+            "etcdserver: {CLIENT_ID_METADATA} (non-zero) and {SEQUENCE_METADATA} go together"
+        ))),
+    }
+}
+
+fn unexpected() -> Status {
+    Status::internal("etcdserver: unexpected outcome for the request")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(status::empty_key());
+        }
+        let range = convert::range_from_pb(&req)?;
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let resp = self
+            .ctx
+            .store
+            .range(&range)
+            .map_err(|e| status::from_mvcc(&e))?;
+        let revision = resp.revision;
+        let mut out = convert::range_to_pb(resp);
+        out.header = self.ctx.header(revision);
+        Ok(Response::new(out))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        if req.key.is_empty() {
+            return Err(status::empty_key());
+        }
+        self.check_size(req.encoded_len())?;
+        let outcome = self.propose(&metadata, Op::Put(req)).await?;
+        match outcome.result {
+            Some(outcome::Result::Put(mut resp)) => {
+                resp.header = self.ctx.header(outcome.revision);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        if req.key.is_empty() {
+            return Err(status::empty_key());
+        }
+        self.check_size(req.encoded_len())?;
+        let outcome = self.propose(&metadata, Op::DeleteRange(req)).await?;
+        match outcome.result {
+            Some(outcome::Result::DeleteRange(mut resp)) => {
+                resp.header = self.ctx.header(outcome.revision);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        if convert::txn_ops_max(&req) > self.ctx.max_txn_ops as usize {
+            return Err(status::too_many_ops());
+        }
+        self.check_size(req.encoded_len())?;
+        let txn = convert::txn_from_pb(&req)?;
+        if raftkv_mvcc::is_read_only(&txn) {
+            self.linearizable_barrier().await?;
+            let resp = self
+                .ctx
+                .store
+                .txn_read(&txn)
+                .map_err(|e| status::from_mvcc(&e))?;
+            let revision = resp.revision;
+            let mut out = convert::txn_to_pb(resp);
+            out.header = self.ctx.header(revision);
+            return Ok(Response::new(out));
+        }
+        let outcome = self.propose(&metadata, Op::Txn(req)).await?;
+        match outcome.result {
+            Some(outcome::Result::Txn(mut resp)) => {
+                resp.header = self.ctx.header(outcome.revision);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let outcome = self.propose(&metadata, Op::Compaction(req)).await?;
+        match outcome.result {
+            Some(outcome::Result::Compaction(mut resp)) => {
+                resp.header = self.ctx.header(outcome.revision);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    type RangeStreamStream = tokio_stream::Once<Result<pb::RangeStreamResponse, Status>>;
+
+    async fn range_stream(
+        &self,
+        _request: Request<pb::RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        Err(Status::unimplemented(
+            "etcdserver: RangeStream is not supported",
+        ))
+    }
+}

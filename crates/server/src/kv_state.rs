@@ -1,0 +1,227 @@
+//! The replicated state machine: committed writes applied to the MVCC
+//! store, with the exactly-once table of recent outcomes per client.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use raftkv_mvcc::{Batch, MvccError, Store};
+use raftkv_raft::{ConfChange, ConfState, Index};
+
+use crate::convert;
+use crate::error::NodeError;
+use crate::node::{Committed, StateMachine};
+use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
+use crate::status;
+
+/// Namespace of the exactly-once table in the store's aux records.
+const OUTCOMES: &str = "outcome";
+/// Outcomes kept per client: a client may have this many writes in flight
+/// and still retry each of them exactly once.
+pub const OUTCOMES_PER_CLIENT: u64 = 64;
+/// How often (in applied entries) expired outcomes are swept.
+const SWEEP_EVERY_ENTRIES: u64 = 4096;
+
+/// Applies committed writes to the store.
+pub struct KvStateMachine {
+    store: Arc<Store>,
+    applied: Index,
+    outcome_ttl_ms: u64,
+    since_sweep: u64,
+}
+
+impl KvStateMachine {
+    /// Wraps `store`; outcomes older than `outcome_ttl_ms` are forgotten.
+    pub fn new(store: Arc<Store>, outcome_ttl_ms: u64) -> Result<Self, NodeError> {
+        let applied = store.applied_index().map_err(fatal)?.index;
+        Ok(Self {
+            store,
+            applied,
+            outcome_ttl_ms,
+            since_sweep: 0,
+        })
+    }
+}
+
+fn fatal(err: MvccError) -> NodeError {
+    NodeError::Fatal(format!("key-value store: {err}"))
+}
+
+/// The exactly-once slot of a request: per client, a ring of
+/// [`OUTCOMES_PER_CLIENT`] slots indexed by sequence number.
+fn outcome_slot(client_id: u64, sequence: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&client_id.to_be_bytes());
+    key[8..].copy_from_slice(&(sequence % OUTCOMES_PER_CLIENT).to_be_bytes());
+    key
+}
+
+/// A stored outcome: sequence, time, then the encoded [`Outcome`].
+fn encode_stored(sequence: u64, at_ms: u64, outcome: &Outcome) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + outcome.encoded_len());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&at_ms.to_le_bytes());
+    outcome.encode(&mut out).unwrap_or_default();
+    out
+}
+
+fn decode_stored(bytes: &[u8]) -> Option<(u64, u64, Outcome)> {
+    let sequence = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let at_ms = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    let outcome = Outcome::decode(bytes.get(16..)?).ok()?;
+    Some((sequence, at_ms, outcome))
+}
+
+impl StateMachine for KvStateMachine {
+    type Output = Outcome;
+
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+
+    fn apply(&mut self, proposals: &[Committed<'_>]) -> Result<Vec<Outcome>, NodeError> {
+        let Some(last) = proposals.last() else {
+            return Ok(Vec::new());
+        };
+        let ttl_ms = self.outcome_ttl_ms;
+        let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
+        let outcomes = self
+            .store
+            .apply(|batch| {
+                let mut outcomes = Vec::with_capacity(proposals.len());
+                let mut clock_ms = 0;
+                for proposal in proposals {
+                    if !batch.begin_entry(proposal.index, proposal.term) {
+                        // Replayed after a restart: already in the store.
+                        outcomes.push(Outcome::default());
+                        continue;
+                    }
+                    let (outcome, at_ms) = apply_one(batch, proposal.payload)?;
+                    clock_ms = clock_ms.max(at_ms);
+                    outcomes.push(outcome);
+                }
+                if sweep && clock_ms > ttl_ms {
+                    sweep_outcomes(batch, clock_ms - ttl_ms)?;
+                }
+                Ok(outcomes)
+            })
+            .map_err(fatal)?;
+        self.since_sweep = if sweep {
+            0
+        } else {
+            self.since_sweep + proposals.len() as u64
+        };
+        self.applied = self.applied.max(last.index);
+        Ok(outcomes)
+    }
+
+    fn apply_membership(
+        &mut self,
+        index: Index,
+        term: u64,
+        _change: &ConfChange,
+        _conf_state: &ConfState,
+    ) -> Result<(), NodeError> {
+        // The store's applied index must cover the change too, or a restart
+        // would replay it into the store's idea of what is applied.
+        self.store
+            .apply(|batch| {
+                batch.begin_entry(index, term);
+                Ok(())
+            })
+            .map_err(fatal)?;
+        self.applied = self.applied.max(index);
+        Ok(())
+    }
+}
+
+/// Applies one replicated request; returns its outcome and its proposal time.
+fn apply_one(batch: &mut Batch<'_>, payload: &[u8]) -> Result<(Outcome, u64), MvccError> {
+    let request = match ReplicatedRequest::decode(payload) {
+        Ok(request) => request,
+        Err(err) => {
+            let status = tonic::Status::internal(format!("etcdserver: undecodable request: {err}"));
+            return Ok((Outcome::error(batch.current_revision(), &status), 0));
+        }
+    };
+    let at_ms = request.proposed_at_ms;
+    let slot = (request.client_id != 0).then(|| outcome_slot(request.client_id, request.sequence));
+    if let Some(slot) = &slot {
+        if let Some((sequence, _, first)) = batch
+            .aux_get(OUTCOMES, slot)?
+            .as_deref()
+            .and_then(decode_stored)
+        {
+            if sequence == request.sequence {
+                tracing::debug!(
+                    client = request.client_id,
+                    sequence,
+                    "retried request answered with its first outcome"
+                );
+                return Ok((first, at_ms));
+            }
+        }
+    }
+    let outcome = execute(batch, request.op)?;
+    if let Some(slot) = &slot {
+        batch.aux_put(
+            OUTCOMES,
+            slot,
+            &encode_stored(request.sequence, at_ms, &outcome),
+        )?;
+    }
+    Ok((outcome, at_ms))
+}
+
+/// Runs the operation; request errors become error outcomes, store failures
+/// stop the batch.
+fn execute(batch: &mut Batch<'_>, op: Option<Op>) -> Result<Outcome, MvccError> {
+    let result = match op {
+        Some(Op::Put(req)) => batch
+            .put(&convert::put_from_pb(&req))
+            .map(|resp| outcome::Result::Put(convert::put_to_pb(resp))),
+        Some(Op::DeleteRange(req)) => batch
+            .delete_range(&convert::delete_from_pb(&req))
+            .map(|resp| outcome::Result::DeleteRange(convert::delete_to_pb(resp))),
+        Some(Op::Txn(req)) => match convert::txn_from_pb(&req) {
+            Ok(txn) => batch
+                .txn(&txn)
+                .map(|resp| outcome::Result::Txn(convert::txn_to_pb(resp))),
+            Err(status) => return Ok(Outcome::error(batch.current_revision(), &status)),
+        },
+        Some(Op::Compaction(req)) => batch
+            .compact(req.revision)
+            .map(|_| outcome::Result::Compaction(Default::default())),
+        None => {
+            let status = tonic::Status::invalid_argument("etcdserver: empty request");
+            return Ok(Outcome::error(batch.current_revision(), &status));
+        }
+    };
+    match result {
+        Ok(result) => Ok(Outcome {
+            revision: batch.current_revision(),
+            result: Some(result),
+        }),
+        Err(err) if err.is_fatal() => Err(err),
+        Err(err) => Ok(Outcome::error(
+            batch.current_revision(),
+            &status::from_mvcc(&err),
+        )),
+    }
+}
+
+/// Forgets outcomes recorded before `before_ms`.
+fn sweep_outcomes(batch: &mut Batch<'_>, before_ms: u64) -> Result<(), MvccError> {
+    let expired: Vec<Vec<u8>> = batch
+        .aux_scan(OUTCOMES)?
+        .into_iter()
+        .filter(|(_, stored)| decode_stored(stored).is_some_and(|(_, at_ms, _)| at_ms < before_ms))
+        .map(|(key, _)| key)
+        .collect();
+    for key in &expired {
+        batch.aux_delete(OUTCOMES, key)?;
+    }
+    if !expired.is_empty() {
+        tracing::debug!(expired = expired.len(), "forgot expired request outcomes");
+    }
+    Ok(())
+}

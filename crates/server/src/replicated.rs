@@ -1,0 +1,110 @@
+//! What goes into the Raft log for a client's write, and what applying it
+//! yields. Both are protobuf messages of our own, wrapping etcd's, so the
+//! log stays readable by future versions.
+//!
+//! A request may carry a client id and a sequence number (from the gRPC
+//! metadata described in [`crate::grpc::kv`]); the state machine remembers
+//! the outcome of recent requests per client, so a retried write is answered
+//! with its first outcome instead of being applied again.
+
+use raftkv_proto::etcdserverpb as pb;
+
+/// A client write as replicated.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReplicatedRequest {
+    /// The client's id for exactly-once retries; 0 for none.
+    #[prost(uint64, tag = "1")]
+    pub client_id: u64,
+    /// The client's sequence number of this request.
+    #[prost(uint64, tag = "2")]
+    pub sequence: u64,
+    /// The proposer's clock when proposed (milliseconds since the epoch).
+    /// Outcomes expire by this clock, so every member expires the same ones.
+    #[prost(uint64, tag = "3")]
+    pub proposed_at_ms: u64,
+    /// The operation.
+    #[prost(oneof = "replicated_request::Op", tags = "10, 11, 12, 13")]
+    pub op: Option<replicated_request::Op>,
+}
+
+/// The operations of [`ReplicatedRequest`].
+pub mod replicated_request {
+    use super::pb;
+
+    /// One etcd write.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Op {
+        /// A put.
+        #[prost(message, tag = "10")]
+        Put(pb::PutRequest),
+        /// A delete.
+        #[prost(message, tag = "11")]
+        DeleteRange(pb::DeleteRangeRequest),
+        /// A transaction with writes.
+        #[prost(message, tag = "12")]
+        Txn(pb::TxnRequest),
+        /// A compaction.
+        #[prost(message, tag = "13")]
+        Compaction(pb::CompactionRequest),
+    }
+}
+
+/// What applying a request yielded; also what the exactly-once table stores.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Outcome {
+    /// The store revision after the request was applied.
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    /// The response or the error.
+    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 20")]
+    pub result: Option<outcome::Result>,
+}
+
+/// The results of [`Outcome`].
+pub mod outcome {
+    use super::pb;
+
+    /// A response or an error.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Result {
+        /// A put's response.
+        #[prost(message, tag = "10")]
+        Put(pb::PutResponse),
+        /// A delete's response.
+        #[prost(message, tag = "11")]
+        DeleteRange(pb::DeleteRangeResponse),
+        /// A transaction's response.
+        #[prost(message, tag = "12")]
+        Txn(pb::TxnResponse),
+        /// A compaction's response.
+        #[prost(message, tag = "13")]
+        Compaction(pb::CompactionResponse),
+        /// The request failed as etcd would answer it.
+        #[prost(message, tag = "20")]
+        Error(super::ErrorOutcome),
+    }
+}
+
+/// A request's failure: a gRPC code and etcd's message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorOutcome {
+    /// The gRPC status code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl Outcome {
+    /// An outcome that is an error.
+    pub fn error(revision: i64, status: &tonic::Status) -> Self {
+        Self {
+            revision,
+            result: Some(outcome::Result::Error(ErrorOutcome {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            })),
+        }
+    }
+}

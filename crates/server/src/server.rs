@@ -1,0 +1,256 @@
+//! Putting a member together: open its data, start the node driver, serve
+//! etcd's gRPC API on the client URLs, and stop cleanly on a signal.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftkv_mvcc::Store;
+use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
+use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftkv_raft::{Config as RaftConfig, Message};
+
+use crate::config::{ClusterState, ServerConfig};
+use crate::grpc::cluster::{ClusterService, MemberInfo};
+use crate::grpc::kv::KvService;
+use crate::grpc::maintenance::MaintenanceService;
+use crate::grpc::ServiceContext;
+use crate::kv_state::KvStateMachine;
+use crate::node::{self, NodeOptions, Transport};
+
+/// Why a member could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration cannot be served as given.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The data directory could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The key-value store could not be opened.
+    #[error("key-value store: {0}")]
+    Store(#[from] raftkv_mvcc::MvccError),
+    /// The node could not start or stopped on a fatal error.
+    #[error("raft node: {0}")]
+    Node(#[from] crate::error::NodeError),
+    /// A listener failed.
+    #[error("serving {addr}: {reason}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// How long request outcomes are remembered for exactly-once retries.
+const OUTCOME_TTL: Duration = Duration::from_secs(600);
+
+/// The transport of a one-member cluster: there is nobody to send to.
+struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&mut self, messages: Vec<Message>) {
+        for msg in messages {
+            tracing::warn!(to = msg.to, "dropping a message to an unknown peer");
+        }
+    }
+}
+
+/// Runs a member until `shutdown` resolves or the node fails.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    if config.initial_cluster.len() > 1 || config.cluster_state == ClusterState::Existing {
+        return Err(ServerError::Unsupported(
+            "multi-member clusters need the peer transport, which is not built yet; run one member"
+                .into(),
+        ));
+    }
+    let member_dir = config.data_dir.join("member");
+    std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir {
+        path: member_dir.clone(),
+        source,
+    })?;
+    check_identity(&member_dir, &config)?;
+    let mut store_config = raftkv_mvcc::Config::new(member_dir.join("kv.redb"));
+    store_config.max_txn_ops = config.max_txn_ops as usize;
+    let store = Arc::new(Store::open(store_config)?);
+    let state_machine = KvStateMachine::new(store.clone(), OUTCOME_TTL.as_millis() as u64)?;
+
+    let mut raft = RaftConfig::new(config.member_id);
+    raft.election_tick = config.election_ticks;
+    raft.heartbeat_tick = 1;
+    raft.seed = config.member_id ^ std::process::id() as u64;
+    let bootstrap_voters = match config.cluster_state {
+        ClusterState::New => config.initial_cluster.iter().map(|m| m.id).collect(),
+        ClusterState::Existing => Vec::new(),
+    };
+    let options = NodeOptions {
+        raft,
+        bootstrap_voters,
+        tick: config.tick,
+        input_queue: 16 * 1024,
+    };
+    let (node, driver) = node::start(options, &member_dir.join("wal"), state_machine, NoPeers)?;
+
+    let members = config
+        .initial_cluster
+        .iter()
+        .map(|m| MemberInfo {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: if m.id == config.member_id {
+                config.advertise_client_urls.clone()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let ctx = ServiceContext {
+        node: node.clone(),
+        store: store.clone(),
+        cluster_id: config.cluster_id,
+        member_id: config.member_id,
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        request_timeout: Duration::from_secs(5) + config.tick * config.election_ticks * 2,
+        members: Arc::new(members),
+    };
+    let served = serve_clients(&config, ctx, shutdown).await;
+    tracing::info!("stopping the node");
+    node.stop().await;
+    let driver_result = tokio::task::spawn_blocking(move || driver.join())
+        .await
+        .map_err(|e| ServerError::Unsupported(format!("node thread: {e}")))?;
+    match driver_result {
+        Ok(result) => result?,
+        Err(_) => return Err(ServerError::Unsupported("the node thread panicked".into())),
+    }
+    store.sync()?;
+    tracing::info!("stopped cleanly");
+    served
+}
+
+/// Records which member of which cluster a data directory belongs to, and
+/// refuses to start on a directory of another member: flags that describe a
+/// different member (other peer URLs, name or token) would otherwise start a
+/// node that is not in its own configuration and never serves.
+fn check_identity(member_dir: &std::path::Path, config: &ServerConfig) -> Result<(), ServerError> {
+    let path = member_dir.join("identity");
+    let mine = format!(
+        "member_id={:x}\ncluster_id={:x}\n",
+        config.member_id, config.cluster_id
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == mine => Ok(()),
+        Ok(found) => Err(ServerError::Unsupported(format!(
+            "{} belongs to another member ({}), but the flags describe member {:x} of cluster {:x}",
+            member_dir.display(),
+            found.trim().replace('\n', ", "),
+            config.member_id,
+            config.cluster_id
+        ))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let io = |source| ServerError::DataDir {
+                path: path.clone(),
+                source,
+            };
+            let tmp = member_dir.join("identity.tmp");
+            std::fs::write(&tmp, &mine).map_err(io)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            std::fs::File::open(member_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)
+        }
+        Err(source) => Err(ServerError::DataDir { path, source }),
+    }
+}
+
+async fn serve_clients(
+    config: &ServerConfig,
+    ctx: ServiceContext,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let max_message_bytes = (config.max_request_bytes as usize).max(4 << 20) + (1 << 20);
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(ClusterServer::new(ClusterService::new(ctx)));
+    let Some(&addr) = config.listen_client.first() else {
+        return Err(ServerError::Unsupported(
+            "no client URL to listen on".into(),
+        ));
+    };
+    if config.listen_client.len() > 1 {
+        tracing::warn!("serving only the first of --listen-client-urls");
+    }
+    let listener = bind(addr).map_err(|e| ServerError::Serve {
+        addr,
+        reason: e.to_string(),
+    })?;
+    tracing::info!(%addr, name = %config.name, member_id = format!("{:x}", config.member_id), "serving client requests");
+    let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = router.serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async {
+            let _ = stopped.await;
+        },
+    );
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        result = &mut serve => result,
+        () = shutdown => {
+            let _ = stop_serving.send(());
+            // Let requests in flight finish, but do not wait on idle
+            // client connections forever.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::info!("closing client connections still open after the grace period");
+                    Ok(())
+                }
+            }
+        }
+    };
+    served.map_err(|e| ServerError::Serve {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// How long requests in flight may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Binds with SO_REUSEADDR, as Go's listeners (and so etcd's) do, so a
+/// restarted member gets its port back while old connections linger in
+/// TIME_WAIT.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

@@ -1,0 +1,504 @@
+//! A real `raftkv` process on a free loopback port, driven by the real
+//! etcdctl (Debian package etcd-client) and by a Rust gRPC client.
+//!
+//! Where etcdctl is missing the etcdctl tests print SKIPPED, unless
+//! `RAFTKV_REQUIRE_ETCDCTL` is set (the project's test script sets it, after
+//! installing the package), in which case they fail.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use tonic::Code;
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+/// A free port whose successor is free too (for the peer URL).
+fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local addr").port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
+    let url = format!("http://127.0.0.1:{port}");
+    // The peer URL is part of the member's identity: keep it across restarts.
+    let peer = format!("http://127.0.0.1:{}", port + 1);
+    let log_path = data_dir.with_extension(format!("{port}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("server log");
+    let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args(["--data-dir", &data_dir.display().to_string()])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("raftkv starts");
+    let server = Server { child, port };
+    if !wait_ready(port) {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("raftkv on port {port} not ready within 20 s; its log:\n{log}");
+    }
+    server
+}
+
+/// Waits until a linearizable read succeeds (a leader exists).
+fn wait_ready(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let runtime = runtime();
+    while Instant::now() < deadline {
+        let ready = runtime.block_on(async {
+            let Ok(mut kv) = KvClient::connect(format!("http://127.0.0.1:{port}")).await else {
+                return false;
+            };
+            kv.range(pb::RangeRequest {
+                key: b"ready?".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        });
+        if ready {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Server {
+    /// Stops the server with SIGTERM (by its PID) and returns its exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "raftkv did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only the process this test started, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn etcdctl_available(test: &str) -> bool {
+    let found = Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
+            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but not on PATH"
+        );
+        eprintln!("SKIPPED {test}: etcdctl not on PATH (apt-get install etcd-client)");
+    }
+    found
+}
+
+fn etcdctl(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=127.0.0.1:{port}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("etcdctl runs");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("etcdctl finishes")
+}
+
+fn ok(port: u16, args: &[&str]) -> String {
+    let out = etcdctl(port, args, None);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails_with(port: u16, args: &[&str], message: &str) {
+    let out = etcdctl(port, args, None);
+    assert!(!out.status.success(), "etcdctl {args:?} should fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(message),
+        "etcdctl {args:?}: expected {message:?} in {stderr}"
+    );
+}
+
+#[test]
+fn etcdctl_reads_and_writes_like_against_etcd() {
+    if !etcdctl_available("etcdctl_reads_and_writes_like_against_etcd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), free_port(), &[]);
+    let port = server.port;
+
+    assert_eq!(ok(port, &["put", "foo", "bar"]), "OK\n");
+    assert_eq!(ok(port, &["get", "foo"]), "foo\nbar\n");
+    let json = ok(port, &["get", "foo", "-w", "json"]);
+    assert!(
+        json.contains(r#""key":"Zm9v""#) && json.contains(r#""value":"YmFy""#),
+        "{json}"
+    );
+    assert!(
+        json.contains(r#""create_revision":2"#) && json.contains(r#""version":1"#),
+        "{json}"
+    );
+    assert_eq!(
+        ok(port, &["put", "foo", "baz", "--prev-kv"]),
+        "OK\nfoo\nbar\n"
+    );
+    assert_eq!(ok(port, &["get", "foo", "--print-value-only"]), "baz\n");
+    for key in ["a1", "a2", "a3", "b1"] {
+        ok(port, &["put", key, "v"]);
+    }
+    assert_eq!(
+        ok(port, &["get", "a", "--prefix", "--keys-only"]),
+        "a1\n\na2\n\na3\n\n"
+    );
+    assert!(ok(port, &["get", "a", "--prefix", "-w", "json"]).contains(r#""count":3"#));
+    assert_eq!(
+        ok(
+            port,
+            &[
+                "get",
+                "a",
+                "--prefix",
+                "--limit",
+                "1",
+                "--order",
+                "DESCEND",
+                "--print-value-only"
+            ]
+        ),
+        "v\n"
+    );
+    assert_eq!(ok(port, &["del", "a", "--prefix"]), "3\n");
+    assert_eq!(ok(port, &["get", "a", "--prefix"]), "");
+
+    let txn = "mod(\"foo\") > \"0\"\n\nput t yes\n\nput t no\n\n";
+    let out = etcdctl(port, &["txn"], Some(txn));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SUCCESS\n\nOK\n");
+    assert_eq!(ok(port, &["get", "t", "--print-value-only"]), "yes\n");
+
+    let status = ok(port, &["endpoint", "status", "-w", "json"]);
+    assert!(status.contains(r#""version":"3.5.13""#), "{status}");
+    assert!(ok(port, &["member", "list"]).contains("default"));
+
+    // History, then compaction.
+    assert_eq!(
+        ok(port, &["get", "foo", "--rev", "2", "--print-value-only"]),
+        "bar\n"
+    );
+    assert_eq!(ok(port, &["compaction", "3"]), "compacted revision 3\n");
+    fails_with(
+        port,
+        &["get", "foo", "--rev", "2"],
+        "etcdserver: mvcc: required revision has been compacted",
+    );
+    fails_with(
+        port,
+        &["get", "foo", "--rev", "1000"],
+        "etcdserver: mvcc: required revision is a future revision",
+    );
+    fails_with(port, &["put", "", "x"], "etcdserver: key is not provided");
+    assert_eq!(
+        ok(port, &["get", "foo", "--print-value-only"]),
+        "baz\n",
+        "still serving"
+    );
+
+    assert!(server.stop().success(), "SIGTERM exits 0");
+}
+
+#[test]
+fn writes_survive_a_restart_and_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    let rt = runtime();
+    let url = format!("http://127.0.0.1:{port}");
+    let put = |key: &str| {
+        rt.block_on(async {
+            let mut kv = KvClient::connect(url.clone()).await.expect("connect");
+            kv.put(pb::PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("put acknowledged")
+            .into_inner()
+        })
+    };
+    for i in 0..20 {
+        put(&format!("k{i:02}"));
+    }
+    // kill -9: no flush, no goodbye. Every acknowledged write must be there.
+    drop(server);
+    let server = start(dir.path(), port, &[]);
+    let count = rt.block_on(async {
+        let mut kv = KvClient::connect(url.clone()).await.expect("connect");
+        kv.range(pb::RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner()
+        .count
+    });
+    assert_eq!(count, 20, "every acknowledged write survived kill -9");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_retried_write_with_the_same_request_id_is_applied_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let put = |sequence: u64| {
+            let mut request = tonic::Request::new(pb::PutRequest {
+                key: b"counter".to_vec(),
+                value: format!("attempt {sequence}").into_bytes(),
+                prev_kv: true,
+                ..Default::default()
+            });
+            request
+                .metadata_mut()
+                .insert("raftkv-client-id", "4242".parse().expect("ascii"));
+            request
+                .metadata_mut()
+                .insert("raftkv-sequence", "7".parse().expect("ascii"));
+            request
+        };
+        let first = kv.put(put(1)).await.expect("first").into_inner();
+        // The client lost the answer and retries the same request.
+        let retry = kv.put(put(2)).await.expect("retry").into_inner();
+        assert_eq!(
+            first.header.as_ref().map(|h| h.revision),
+            retry.header.as_ref().map(|h| h.revision),
+            "the retry returns the first outcome"
+        );
+        let got = kv
+            .range(pb::RangeRequest {
+                key: b"counter".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(got.kvs[0].version, 1, "applied once, not twice");
+        assert_eq!(got.kvs[0].value, b"attempt 1");
+    });
+    assert!(server.stop().success());
+}
+
+#[test]
+fn bad_requests_get_etcds_errors_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(
+        dir.path(),
+        port,
+        &["--max-request-bytes", "1024", "--max-txn-ops", "4"],
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let err = kv
+            .put(pb::PutRequest {
+                key: b"big".to_vec(),
+                value: vec![b'x'; 2048],
+                ..Default::default()
+            })
+            .await
+            .expect_err("too large");
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
+
+        let put = pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let err = kv
+            .txn(pb::TxnRequest {
+                success: vec![put.clone(); 5],
+                ..Default::default()
+            })
+            .await
+            .expect_err("too many ops");
+        assert_eq!(
+            err.message(),
+            "etcdserver: too many operations in txn request"
+        );
+
+        let err = kv
+            .txn(pb::TxnRequest {
+                success: vec![put.clone(), put],
+                ..Default::default()
+            })
+            .await
+            .expect_err("duplicate key");
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )
+        );
+
+        let err = kv
+            .put(pb::PutRequest {
+                key: b"k".to_vec(),
+                lease: 99,
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown lease");
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::NotFound, "etcdserver: requested lease not found")
+        );
+
+        let err = kv
+            .range(pb::RangeRequest {
+                key: b"k".to_vec(),
+                sort_order: 9,
+                ..Default::default()
+            })
+            .await
+            .expect_err("bad sort");
+        assert_eq!(err.message(), "etcdserver: invalid sort option");
+
+        let ok = kv
+            .put(pb::PutRequest {
+                key: b"k".to_vec(),
+                value: b"fine".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        assert!(ok.is_ok(), "still serving after bad input");
+    });
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_data_dir_of_another_member_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    assert!(server.stop().success());
+    // Same data, different identity (another name makes another member).
+    let url = format!("http://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", port + 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_raftkv"))
+        .args([
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--name",
+            "other",
+        ])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("other={peer}"),
+            "--initial-cluster-token",
+            "another",
+        ])
+        .output()
+        .expect("raftkv runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("belongs to another member"), "{stderr}");
+}
