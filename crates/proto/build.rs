@@ -24,5 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    // raftkv's own peer protocol is compiled apart, so etcd's descriptor set
+    // (what reflection reports to etcd clients) holds etcd's API only.
+    let peer = protox::compile(["raftkvpeer/peer.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(peer)?;
     Ok(())
 }

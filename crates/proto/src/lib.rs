@@ -60,6 +60,13 @@ pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
 }
 
+/// raftkv's peer protocol (`raftkvpeer`): Raft messages between members.
+/// Not part of etcd's API.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod raftkvpeer {
+    include!(concat!(env!("OUT_DIR"), "/raftkvpeer.rs"));
+}
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every file in this crate, for a gRPC
 /// reflection service (e.g. `tonic-reflection`'s `register_encoded_file_descriptor_set`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

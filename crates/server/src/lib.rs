@@ -7,6 +7,7 @@
 //!   the exactly-once table; [`replicated`] is what goes into the log.
 //! - [`grpc`]: etcd's v3 services; [`convert`] and [`status`] translate
 //!   messages and errors.
+//! - [`peer`]: Raft messages between members over gRPC.
 //! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
@@ -17,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod kv_state;
 pub mod node;
+pub mod peer;
 pub mod replicated;
 pub mod server;
 pub mod status;

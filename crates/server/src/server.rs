@@ -10,7 +10,8 @@ use raftkv_mvcc::Store;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use raftkv_raft::{Config as RaftConfig, Message};
+use raftkv_proto::raftkvpeer::peer_server::PeerServer;
+use raftkv_raft::Config as RaftConfig;
 
 use crate::config::{ClusterState, ServerConfig};
 use crate::grpc::cluster::{ClusterService, MemberInfo};
@@ -18,7 +19,10 @@ use crate::grpc::kv::KvService;
 use crate::grpc::maintenance::MaintenanceService;
 use crate::grpc::ServiceContext;
 use crate::kv_state::KvStateMachine;
-use crate::node::{self, NodeOptions, Transport};
+use crate::node::{self, NodeHandle, NodeOptions};
+use crate::peer::service::PeerService;
+use crate::peer::transport::{PeerTransport, UnreachableReport};
+use crate::replicated::Outcome;
 
 /// Why a member could not run.
 #[derive(Debug, thiserror::Error)]
@@ -53,26 +57,45 @@ pub enum ServerError {
 /// How long request outcomes are remembered for exactly-once retries.
 const OUTCOME_TTL: Duration = Duration::from_secs(600);
 
-/// The transport of a one-member cluster: there is nobody to send to.
-struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(&mut self, messages: Vec<Message>) {
-        for msg in messages {
-            tracing::warn!(to = msg.to, "dropping a message to an unknown peer");
+/// Serves the peer protocol on the first peer URL, in the background.
+fn serve_peers(
+    config: &ServerConfig,
+    node: NodeHandle<Outcome>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let Some(&addr) = config.listen_peer.first() else {
+        return Err(ServerError::Unsupported("no peer URL to listen on".into()));
+    };
+    let listener = bind(addr).map_err(|e| ServerError::Serve {
+        addr,
+        reason: e.to_string(),
+    })?;
+    let service = PeerServer::new(PeerService::new(config.cluster_id, node))
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    tracing::info!(%addr, "serving peers");
+    Ok(tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(err) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(%addr, %err, "peer listener failed");
         }
-    }
+    }))
 }
+
+/// Largest peer batch accepted: appends are bounded by the Raft core's
+/// message size, and a batch carries many of them.
+const PEER_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
 /// Runs a member until `shutdown` resolves or the node fails.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    if config.initial_cluster.len() > 1 || config.cluster_state == ClusterState::Existing {
+    if config.cluster_state == ClusterState::Existing {
         return Err(ServerError::Unsupported(
-            "multi-member clusters need the peer transport, which is not built yet; run one member"
-                .into(),
+            "--initial-cluster-state existing needs MemberAdd, which is not built yet".into(),
         ));
     }
     let member_dir = config.data_dir.join("member");
@@ -100,7 +123,25 @@ pub async fn run(
         tick: config.tick,
         input_queue: 16 * 1024,
     };
-    let (node, driver) = node::start(options, &member_dir.join("wal"), state_machine, NoPeers)?;
+    // The transport reports unreachable peers to the node it feeds, which
+    // exists only once the node has started with the transport.
+    let node_slot: Arc<std::sync::OnceLock<NodeHandle<Outcome>>> = Arc::default();
+    let report_to = node_slot.clone();
+    let unreachable: UnreachableReport = Arc::new(move |peer| {
+        if let Some(node) = report_to.get() {
+            node.report_unreachable(peer);
+        }
+    });
+    let peers: Vec<(u64, String)> = config
+        .initial_cluster
+        .iter()
+        .filter(|m| m.id != config.member_id)
+        .filter_map(|m| m.peer_urls.first().map(|url| (m.id, url.clone())))
+        .collect();
+    let transport = PeerTransport::start(config.cluster_id, peers, unreachable);
+    let (node, driver) = node::start(options, &member_dir.join("wal"), state_machine, transport)?;
+    let _ = node_slot.set(node.clone());
+    let peer_listener = serve_peers(&config, node.clone())?;
 
     let members = config
         .initial_cluster
@@ -127,6 +168,7 @@ pub async fn run(
         members: Arc::new(members),
     };
     let served = serve_clients(&config, ctx, shutdown).await;
+    peer_listener.abort();
     tracing::info!("stopping the node");
     node.stop().await;
     let driver_result = tokio::task::spawn_blocking(move || driver.join())

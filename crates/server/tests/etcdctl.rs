@@ -5,125 +5,15 @@
 //! `RAFTKV_REQUIRE_ETCDCTL` is set (the project's test script sets it, after
 //! installing the package), in which case they fail.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{free_port, runtime, start};
 
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use tonic::Code;
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-/// A free port whose successor is free too (for the peer URL).
-fn free_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let port = listener.local_addr().expect("local addr").port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
-    let url = format!("http://127.0.0.1:{port}");
-    // The peer URL is part of the member's identity: keep it across restarts.
-    let peer = format!("http://127.0.0.1:{}", port + 1);
-    let log_path = data_dir.with_extension(format!("{port}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("server log");
-    let child = Command::new(env!("CARGO_BIN_EXE_raftkv"))
-        .args(["--data-dir", &data_dir.display().to_string()])
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("raftkv starts");
-    let server = Server { child, port };
-    if !wait_ready(port) {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        panic!("raftkv on port {port} not ready within 20 s; its log:\n{log}");
-    }
-    server
-}
-
-/// Waits until a linearizable read succeeds (a leader exists).
-fn wait_ready(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let runtime = runtime();
-    while Instant::now() < deadline {
-        let ready = runtime.block_on(async {
-            let Ok(mut kv) = KvClient::connect(format!("http://127.0.0.1:{port}")).await else {
-                return false;
-            };
-            kv.range(pb::RangeRequest {
-                key: b"ready?".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .is_ok()
-        });
-        if ready {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-impl Server {
-    /// Stops the server with SIGTERM (by its PID) and returns its exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "raftkv did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Only the process this test started, by its PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn etcdctl_available(test: &str) -> bool {
     let found = Command::new("etcdctl")
