@@ -25,9 +25,9 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raftkv_raft::{
     ConfChange, ConfState, Config as RaftConfig, Entry, EntryKind, Index, InitialState, Message,
-    NodeId, RawNode, Role, SnapshotMeta, Term,
+    MessageBody, NodeId, RawNode, Role, Snapshot, SnapshotMeta, Term,
 };
-use raftkv_storage::{Wal, WalConfig};
+use raftkv_storage::{SnapshotConfig, SnapshotMarker, SnapshotStore, Wal, WalConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
@@ -58,6 +58,17 @@ pub trait StateMachine: Send + 'static {
         change: &ConfChange,
         conf_state: &ConfState,
     ) -> Result<(), NodeError>;
+
+    /// Makes everything applied durable and returns the applied index that
+    /// now survives a crash. Log entries up to it may then be discarded.
+    fn persist(&mut self) -> Result<Index, NodeError>;
+
+    /// A full image of the state, for a follower that fell behind the log.
+    fn snapshot(&self) -> Result<Bytes, NodeError>;
+
+    /// Replaces the whole state with an image made by [`StateMachine::snapshot`],
+    /// durably; returns the applied index the image covers.
+    fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError>;
 }
 
 /// A committed proposal handed to the state machine.
@@ -284,6 +295,11 @@ pub struct NodeOptions {
     pub tick: Duration,
     /// Capacity of the input queue.
     pub input_queue: usize,
+    /// Applied entries between two log compactions.
+    pub snapshot_count: u64,
+    /// Entries kept in the log below the compaction point, so followers
+    /// that lag a little catch up from the log instead of a snapshot.
+    pub catch_up_entries: u64,
 }
 
 /// Opens the WAL in `wal_dir`, restores or bootstraps the Raft node, and
@@ -292,11 +308,14 @@ pub struct NodeOptions {
 pub fn start<SM: StateMachine, T: Transport>(
     options: NodeOptions,
     wal_dir: &Path,
+    snapshot_dir: &Path,
     state_machine: SM,
     transport: T,
 ) -> Result<(NodeHandle<SM::Output>, DriverThread), NodeError> {
     let wal = Wal::open(wal_dir, WalConfig::default())?;
-    let raw = restore_raft(&options, &wal)?;
+    let snapshots = SnapshotStore::open(snapshot_dir, SnapshotConfig::default())?;
+    let snapshot_meta = restore_snapshot_meta(&wal, &snapshots)?;
+    let raw = restore_raft(&options, &wal, snapshot_meta.clone())?;
     let (inputs, receiver) = mpsc::channel(options.input_queue.max(16));
     let shared = Arc::new(SharedState::default());
     let handle = NodeHandle {
@@ -332,6 +351,11 @@ pub fn start<SM: StateMachine, T: Transport>(
         proposal_positions: BTreeMap::new(),
         leader_id: 0,
         shared,
+        snapshots,
+        conf_history: BTreeMap::from([(snapshot_meta.index, snapshot_meta.conf_state.clone())]),
+        snapshot_index: snapshot_meta.index,
+        snapshot_count: options.snapshot_count.max(1),
+        catch_up_entries: options.catch_up_entries,
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-node-{:x}", options.raft.id))
@@ -340,7 +364,28 @@ pub fn start<SM: StateMachine, T: Transport>(
     Ok((handle, thread))
 }
 
-fn restore_raft(options: &NodeOptions, wal: &Wal) -> Result<RawNode, NodeError> {
+/// The position and configuration of the snapshot the WAL's marker points at.
+fn restore_snapshot_meta(wal: &Wal, snapshots: &SnapshotStore) -> Result<SnapshotMeta, NodeError> {
+    let marker = wal.snapshot_marker();
+    if marker.index == 0 {
+        return Ok(SnapshotMeta::default());
+    }
+    match snapshots.load(marker.index, marker.term)? {
+        Some(snapshot) => Ok(snapshot.meta),
+        None => Err(NodeError::Fatal(format!(
+            "the WAL starts after snapshot {}/{} but no such snapshot file exists in {}",
+            marker.index,
+            marker.term,
+            snapshots.dir().display()
+        ))),
+    }
+}
+
+fn restore_raft(
+    options: &NodeOptions,
+    wal: &Wal,
+    snapshot: SnapshotMeta,
+) -> Result<RawNode, NodeError> {
     let empty = wal.last_index() == 0 && wal.hard_state() == Default::default();
     if empty && !options.bootstrap_voters.is_empty() {
         tracing::info!(id = options.raft.id, voters = ?options.bootstrap_voters, "bootstrapping a new cluster");
@@ -349,7 +394,6 @@ fn restore_raft(options: &NodeOptions, wal: &Wal) -> Result<RawNode, NodeError> 
             &options.bootstrap_voters,
         )?);
     }
-    let marker = wal.snapshot_marker();
     let entries = if wal.last_index() >= wal.first_index() {
         wal.entries(wal.first_index(), wal.last_index() + 1)?
     } else {
@@ -363,11 +407,7 @@ fn restore_raft(options: &NodeOptions, wal: &Wal) -> Result<RawNode, NodeError> 
     );
     let state = InitialState {
         hard_state: wal.hard_state(),
-        snapshot: SnapshotMeta {
-            index: marker.index,
-            term: marker.term,
-            conf_state: ConfState::default(),
-        },
+        snapshot,
         entries,
     };
     Ok(RawNode::new(options.raft.clone(), state)?)
@@ -425,6 +465,15 @@ struct Driver<SM: StateMachine, T> {
     proposal_positions: BTreeMap<Index, u64>,
     leader_id: NodeId,
     shared: Arc<SharedState>,
+    /// Snapshot descriptions (the data is the state machine itself).
+    snapshots: SnapshotStore,
+    /// The configuration in force from each index on, since the snapshot:
+    /// a compaction point needs the configuration at that point.
+    conf_history: BTreeMap<Index, ConfState>,
+    /// Where the log was last compacted.
+    snapshot_index: Index,
+    snapshot_count: u64,
+    catch_up_entries: u64,
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -554,13 +603,12 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if let Some(soft) = ready.soft_state {
             self.on_leader_change(soft.leader_id);
         }
-        if ready.snapshot.is_some() {
-            return Err(NodeError::Fatal(
-                "received a snapshot from the leader, and installing snapshots is not supported yet".into(),
-            ));
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(snapshot)?;
         }
         // The leader's appends may leave while its own disk write runs.
-        self.transport.send(ready.messages);
+        let messages = self.attach_snapshots(ready.messages)?;
+        self.transport.send(messages);
         if !ready.entries.is_empty() {
             self.wal.append_entries(&ready.entries)?;
         }
@@ -570,7 +618,8 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if ready.must_sync {
             self.wal.sync()?;
         }
-        self.transport.send(ready.persisted_messages);
+        let persisted_messages = self.attach_snapshots(ready.persisted_messages)?;
+        self.transport.send(persisted_messages);
         self.apply(&ready.committed_entries)?;
         for read in ready.read_states {
             let Ok(context) = <[u8; 8]>::try_from(read.context.as_ref()) else {
@@ -585,6 +634,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         self.raw.advance();
         self.release_reads();
+        self.maybe_compact()?;
         self.campaign_if_sole_voter();
         self.publish();
         Ok(())
@@ -710,6 +760,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         })?;
         match self.raw.apply_conf_change(&change) {
             Ok(conf_state) => {
+                self.conf_history.insert(entry.index, conf_state.clone());
                 if entry.index > applied_before {
                     self.state_machine.apply_membership(
                         entry.index,
@@ -744,6 +795,98 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 let _ = reply.send(Ok(applied));
             }
         }
+    }
+
+    /// A snapshot from the leader: the state machine takes the image, then
+    /// the WAL records that the log now starts after it.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let meta = &snapshot.meta;
+        let covered = self.state_machine.restore(&snapshot.data)?;
+        tracing::info!(
+            id = self.id,
+            index = meta.index,
+            covered,
+            "installed a snapshot from the leader"
+        );
+        self.snapshots.save(&Snapshot {
+            meta: meta.clone(),
+            data: Bytes::new(),
+        })?;
+        self.wal.save_snapshot_marker(SnapshotMarker {
+            index: meta.index,
+            term: meta.term,
+        })?;
+        self.wal.sync()?;
+        self.conf_history = BTreeMap::from([(meta.index, meta.conf_state.clone())]);
+        self.snapshot_index = meta.index;
+        Ok(())
+    }
+
+    /// The core names a snapshot in `InstallSnapshot`; its data is the
+    /// state machine's image. The image may cover more than the snapshot's
+    /// index: the follower then skips the entries it already has applied.
+    fn attach_snapshots(&mut self, mut messages: Vec<Message>) -> Result<Vec<Message>, NodeError> {
+        for msg in &mut messages {
+            if let MessageBody::InstallSnapshot { snapshot } = &mut msg.body {
+                snapshot.data = self.state_machine.snapshot()?;
+                tracing::info!(
+                    id = self.id,
+                    to = msg.to,
+                    index = snapshot.meta.index,
+                    bytes = snapshot.data.len(),
+                    "sending a snapshot"
+                );
+                // The transport owns delivery from here; if it is lost, the
+                // follower's next rejection brings the leader back to it.
+                self.raw.report_snapshot(msg.to, true);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Every `snapshot_count` applied entries, makes the state machine
+    /// durable and drops the log below it (keeping `catch_up_entries`).
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        let applied = self.raw.raft().log.applied;
+        if applied < self.snapshot_index + self.snapshot_count + self.catch_up_entries {
+            return Ok(());
+        }
+        let durable = self.state_machine.persist()?.min(applied);
+        let index = durable.saturating_sub(self.catch_up_entries);
+        if index <= self.snapshot_index {
+            return Ok(());
+        }
+        let Some(term) = self.raw.raft().log.term(index) else {
+            return Ok(());
+        };
+        let conf_state = self
+            .conf_history
+            .range(..=index)
+            .next_back()
+            .map(|(_, cs)| cs.clone())
+            .unwrap_or_default();
+        let meta = SnapshotMeta {
+            index,
+            term,
+            conf_state,
+        };
+        self.snapshots.save(&Snapshot {
+            meta: meta.clone(),
+            data: Bytes::new(),
+        })?;
+        self.wal
+            .save_snapshot_marker(SnapshotMarker { index, term })?;
+        self.wal.sync()?;
+        self.raw.compact_log(meta.clone())?;
+        let released = self.wal.release_segments()?;
+        self.snapshots.release()?;
+        // Keep the configuration in force at the new start of the log.
+        let newer = self.conf_history.split_off(&(index + 1));
+        self.conf_history = BTreeMap::from([(index, meta.conf_state)]);
+        self.conf_history.extend(newer);
+        self.snapshot_index = index;
+        tracing::info!(id = self.id, index, durable, released, "compacted the log");
+        Ok(())
     }
 
     fn fail_everything(&mut self, result: &Result<(), NodeError>) {

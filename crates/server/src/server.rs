@@ -54,6 +54,10 @@ pub enum ServerError {
     },
 }
 
+/// Entries kept below a compaction point for followers that lag a little
+/// (etcd keeps 5000; never more than `--snapshot-count` here).
+const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
+
 /// How long request outcomes are remembered for exactly-once retries.
 const OUTCOME_TTL: Duration = Duration::from_secs(600);
 
@@ -122,6 +126,8 @@ pub async fn run(
         bootstrap_voters,
         tick: config.tick,
         input_queue: 16 * 1024,
+        snapshot_count: config.snapshot_count,
+        catch_up_entries: SNAPSHOT_CATCH_UP_ENTRIES.min(config.snapshot_count),
     };
     // The transport reports unreachable peers to the node it feeds, which
     // exists only once the node has started with the transport.
@@ -139,7 +145,13 @@ pub async fn run(
         .filter_map(|m| m.peer_urls.first().map(|url| (m.id, url.clone())))
         .collect();
     let transport = PeerTransport::start(config.cluster_id, peers, unreachable);
-    let (node, driver) = node::start(options, &member_dir.join("wal"), state_machine, transport)?;
+    let (node, driver) = node::start(
+        options,
+        &member_dir.join("wal"),
+        &member_dir.join("snap"),
+        state_machine,
+        transport,
+    )?;
     let _ = node_slot.set(node.clone());
     let peer_listener = serve_peers(&config, node.clone())?;
 

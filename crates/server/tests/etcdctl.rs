@@ -169,9 +169,19 @@ fn etcdctl_reads_and_writes_like_against_etcd() {
 
 #[test]
 fn writes_survive_a_restart_and_kill_9() {
+    survive_kill_9(&[]);
+}
+
+#[test]
+fn writes_survive_kill_9_after_the_log_was_compacted() {
+    // A snapshot every 5 entries: the restart starts from a compacted log.
+    survive_kill_9(&["--snapshot-count", "5"]);
+}
+
+fn survive_kill_9(flags: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let server = start(dir.path(), port, &[]);
+    let server = start(dir.path(), port, flags);
     let rt = runtime();
     let url = format!("http://127.0.0.1:{port}");
     let put = |key: &str| {
@@ -192,7 +202,7 @@ fn writes_survive_a_restart_and_kill_9() {
     }
     // kill -9: no flush, no goodbye. Every acknowledged write must be there.
     drop(server);
-    let server = start(dir.path(), port, &[]);
+    let server = start(dir.path(), port, flags);
     let count = rt.block_on(async {
         let mut kv = KvClient::connect(url.clone()).await.expect("connect");
         kv.range(pb::RangeRequest {

@@ -29,7 +29,7 @@ pub fn free_port() -> u16 {
 pub fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
     let server = spawn(data_dir, port, extra);
     if !wait_ready(port) {
-        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log_path = data_dir.join(format!("raftkv-{port}.log"));
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         panic!("raftkv on port {port} not ready within 20 s; its log:\n{log}");
     }
@@ -42,7 +42,8 @@ pub fn spawn(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
     let url = format!("http://127.0.0.1:{port}");
     // The peer URL is part of the member's identity: keep it across restarts.
     let peer = format!("http://127.0.0.1:{}", port + 1);
-    let log_path = data_dir.with_extension(format!("{port}.log"));
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let log_path = data_dir.join(format!("raftkv-{port}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
