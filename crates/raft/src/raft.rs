@@ -611,12 +611,13 @@ impl Raft {
     /// Answers a message from an earlier term so its sender learns it is stale.
     fn answer_stale(&mut self, m: &Message) {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
-                if self.config.check_quorum || self.config.pre_vote =>
-            {
-                // With check-quorum or pre-vote a node may have a higher term
-                // than the leader without ever disrupting it; tell the stale
-                // leader, or it would keep leading a cluster that moved on.
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                // Tell the stale leader the current term (Raft §5.1), or it
+                // would keep leading a cluster that moved on: with
+                // check-quorum or pre-vote a node may have a higher term
+                // without having disrupted the leader, and a learner whose
+                // term was raised by removed members' votes would ignore its
+                // leader forever.
                 self.send(
                     m.from,
                     MessageBody::AppendResponse {

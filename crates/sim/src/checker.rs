@@ -86,8 +86,11 @@ pub struct Checker {
     /// Every (index, term) seen in any log, with its payload and the term
     /// of the entry before it.
     entries_seen: BTreeMap<(Index, Term), (Bytes, Term)>,
-    /// The committed log: index to (term, payload).
-    committed: BTreeMap<Index, (Term, Bytes)>,
+    /// The committed log: index to (term, payload, commit bound). The
+    /// bound is the lowest term in which any node knew the entry committed:
+    /// the entry was committed in that term or earlier, so every leader of
+    /// a later term must hold it (leader completeness, Raft §5.4).
+    committed: BTreeMap<Index, (Term, Bytes, Term)>,
     /// The highest committed index any node has reported.
     pub committed_index: Index,
 }
@@ -144,6 +147,7 @@ impl Checker {
     pub fn observe_commit(
         &mut self,
         node: NodeId,
+        node_term: Term,
         log: &RaftLog,
         from: Index,
         commit: Index,
@@ -151,7 +155,7 @@ impl Checker {
         let low = (from + 1).max(log.first_index());
         if low <= commit {
             for entry in log.slice(low, commit + 1, u64::MAX).unwrap_or_default() {
-                self.record_committed(node, &entry)?;
+                self.record_committed(node, node_term, &entry)?;
             }
         }
         self.committed_index = self.committed_index.max(commit);
@@ -159,24 +163,37 @@ impl Checker {
     }
 
     /// Checks an entry a node applies against the committed log.
-    pub fn observe_applied(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
-        self.record_committed(node, entry)?;
+    pub fn observe_applied(
+        &mut self,
+        node: NodeId,
+        node_term: Term,
+        entry: &Entry,
+    ) -> Result<(), Violation> {
+        self.record_committed(node, node_term, entry)?;
         self.committed_index = self.committed_index.max(entry.index);
         Ok(())
     }
 
-    fn record_committed(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
-        match self.committed.get(&entry.index) {
-            Some((term, data)) if *term != entry.term || *data != entry.data => {
+    fn record_committed(
+        &mut self,
+        node: NodeId,
+        node_term: Term,
+        entry: &Entry,
+    ) -> Result<(), Violation> {
+        match self.committed.get_mut(&entry.index) {
+            Some((term, data, _)) if *term != entry.term || *data != entry.data => {
                 Err(Violation::StateMachineSafety {
                     node,
                     index: entry.index,
                 })
             }
-            Some(_) => Ok(()),
+            Some((_, _, bound)) => {
+                *bound = (*bound).min(node_term);
+                Ok(())
+            }
             None => {
                 self.committed
-                    .insert(entry.index, (entry.term, entry.data.clone()));
+                    .insert(entry.index, (entry.term, entry.data.clone(), node_term));
                 Ok(())
             }
         }
@@ -190,8 +207,8 @@ impl Checker {
         log: &RaftLog,
     ) -> Result<(), Violation> {
         let (snapshot_index, _) = log.snapshot_position();
-        for (&index, &(committed_term, _)) in self.committed.range(snapshot_index + 1..) {
-            if log.term(index) != Some(committed_term) {
+        for (&index, &(committed_term, _, bound)) in self.committed.range(snapshot_index + 1..) {
+            if bound < term && log.term(index) != Some(committed_term) {
                 return Err(Violation::LeaderCompleteness { node, term, index });
             }
         }
@@ -199,8 +216,10 @@ impl Checker {
     }
 
     /// The committed entry at `index`, if known.
-    pub fn committed_entry(&self, index: Index) -> Option<&(Term, Bytes)> {
-        self.committed.get(&index)
+    pub fn committed_entry(&self, index: Index) -> Option<(Term, &Bytes)> {
+        self.committed
+            .get(&index)
+            .map(|(term, data, _)| (*term, data))
     }
 
     /// Number of committed entries known.

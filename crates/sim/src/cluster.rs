@@ -378,8 +378,9 @@ impl Cluster {
             .stats
             .largest_apply_batch
             .max(ready.committed_entries.len());
+        let node_term = node.raft.as_ref().map_or(0, |r| r.raft().term);
         for entry in &ready.committed_entries {
-            self.checker.observe_applied(id, entry)?;
+            self.checker.observe_applied(id, node_term, entry)?;
             if entry.kind == EntryKind::ConfChange {
                 node.apply_conf_change(entry);
                 self.stats.conf_changes_applied += 1;
@@ -414,7 +415,7 @@ impl Cluster {
         let seen = self.observed_commit.get(&id).copied().unwrap_or(0);
         if commit > seen {
             self.checker
-                .observe_commit(id, &raft.raft().log, seen, commit)?;
+                .observe_commit(id, raft.raft().term, &raft.raft().log, seen, commit)?;
             self.observed_commit.insert(id, commit);
         }
         // Serve the reads whose index is now applied.
@@ -741,7 +742,7 @@ impl Cluster {
     /// How a proposal has ended so far.
     pub fn outcome(&self, proposal: &Proposal) -> ProposalOutcome {
         match self.checker.committed_entry(proposal.index) {
-            Some((term, data)) if *term == proposal.term && *data == proposal.write.encode() => {
+            Some((term, data)) if term == proposal.term && *data == proposal.write.encode() => {
                 return ProposalOutcome::Committed;
             }
             Some(_) => return ProposalOutcome::Failed,

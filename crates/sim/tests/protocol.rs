@@ -767,3 +767,43 @@ fn committed_entries_are_handed_out_in_bounded_readies() -> Outcome {
     assert_eq!(cluster.stats.largest_apply_batch, 3);
     Ok(())
 }
+
+#[test]
+fn a_stale_leader_learns_the_current_term_from_any_follower() -> Outcome {
+    // Neither pre-vote nor check-quorum: the follower's answer to a stale
+    // heartbeat is the only way the leader learns it is behind.
+    let mut cluster = cluster_with(&[1, 2], &[3], |c| {
+        c.check_quorum = false;
+        c.pre_vote = false;
+    });
+    cluster.elect(1)?;
+    conf_change(
+        &mut cluster,
+        ConfChange::single(ConfChangeStep::AddLearner(3)),
+    )?;
+    // Votes from a removed member raise the learner's term; the learner
+    // never campaigns itself.
+    cluster.deliver(Message {
+        from: 9,
+        to: 3,
+        term: 50,
+        body: MessageBody::RequestVote {
+            pre: false,
+            last_log_index: 0,
+            last_log_term: 0,
+            transfer: false,
+        },
+    })?;
+    cluster.drop_matching(|m| m.to == 9);
+    cluster
+        .propose(1, "x", 1)
+        .map_err(|e| Violation::Liveness(e.to_string()))?;
+    settle(&mut cluster)?;
+    let leader = cluster.leader().expect("a leader");
+    assert!(
+        term(&cluster, leader) > 50,
+        "the cluster moved past the learner's term"
+    );
+    assert_eq!(cluster.value(3, "x"), Some(1), "the learner follows again");
+    Ok(())
+}
