@@ -140,6 +140,9 @@ pub enum Input<O> {
         /// Acknowledges that the transfer started.
         reply: oneshot::Sender<Result<(), NodeError>>,
     },
+    /// If this node leads, start handing leadership to the most caught-up
+    /// voter; the answer is the target (`None` when not leading or alone).
+    HandOverLeadership(oneshot::Sender<Option<NodeId>>),
     /// A message from a peer.
     Step(Message),
     /// The transport could not reach a peer.
@@ -239,6 +242,17 @@ impl<O: Send + 'static> NodeHandle<O> {
     pub async fn transfer_leader(&self, target: NodeId) -> Result<(), NodeError> {
         self.call(|reply| Input::TransferLeader { target, reply })
             .await
+    }
+
+    /// Starts handing leadership over if this node leads; returns the
+    /// target, or `None` if there is nobody to hand it to.
+    pub async fn hand_over_leadership(&self) -> Result<Option<NodeId>, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs
+            .send(Input::HandOverLeadership(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)
     }
 
     /// The node's status.
@@ -548,6 +562,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                     tracing::debug!(id = self.id, %err, "peer message refused");
                 }
             }
+            Input::HandOverLeadership(reply) => {
+                let _ = reply.send(self.hand_over_leadership());
+            }
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::Tick => self.raw.tick(),
             Input::Status(reply) => {
@@ -565,6 +582,27 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             Input::Stop => return false,
         }
         true
+    }
+
+    fn hand_over_leadership(&mut self) -> Option<NodeId> {
+        let status = self.raw.status();
+        let progress = status.progress?;
+        let voters = &self.raw.raft().tracker.membership.voters;
+        let target = progress
+            .iter()
+            .filter(|&(&id, pr)| id != self.id && !pr.is_learner && voters.contains(id))
+            .max_by_key(|&(_, pr)| pr.matched)
+            .map(|(&id, _)| id)?;
+        match self.raw.transfer_leader(target) {
+            Ok(()) => {
+                tracing::info!(id = self.id, target, "handing over leadership");
+                Some(target)
+            }
+            Err(err) => {
+                tracing::warn!(id = self.id, target, %err, "could not hand over leadership");
+                None
+            }
+        }
     }
 
     /// Asks the leader for one read index covering every queued read.

@@ -61,6 +61,28 @@ const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
 /// How long request outcomes are remembered for exactly-once retries.
 const OUTCOME_TTL: Duration = Duration::from_secs(600);
 
+/// A leader that stops first hands leadership to a caught-up follower, so
+/// the cluster does not sit out an election timeout without a leader.
+/// Waits at most `timeout` for the new leader to take over.
+async fn hand_over_leadership(node: &NodeHandle<Outcome>, timeout: Duration) {
+    let Ok(Some(target)) = node.hand_over_leadership().await else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let leader = node.shared().leader_id();
+        if leader == target {
+            tracing::info!(leader = format!("{leader:x}"), "leadership handed over");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(
+        target = format!("{target:x}"),
+        "leadership hand-over did not finish in time"
+    );
+}
+
 /// Serves the peer protocol on the first peer URL, in the background.
 fn serve_peers(
     config: &ServerConfig,
@@ -180,6 +202,7 @@ pub async fn run(
         members: Arc::new(members),
     };
     let served = serve_clients(&config, ctx, shutdown).await;
+    hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
     node.stop().await;

@@ -202,3 +202,42 @@ fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
         }
     }
 }
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_leadership_first() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| Member {
+            name: format!("m{i}"),
+            port: free_port(),
+            dir: base.path().join(format!("m{i}")),
+            server: None,
+        })
+        .collect();
+    for i in 0..members.len() {
+        start_member(&mut members, i);
+    }
+    for member in &members {
+        assert!(wait_ready(member.port), "member {} serves", member.name);
+    }
+    let rt = runtime();
+    let leader = rt.block_on(leader_port(&members)).expect("a leader");
+    let victim = members
+        .iter()
+        .position(|m| m.port == leader)
+        .expect("leader is a member");
+    let server = members[victim].server.take().expect("running");
+    assert!(server.stop().success(), "SIGTERM exits 0");
+    // The moment the old leader has exited, a new one already leads: no
+    // election timeout passed without a leader.
+    let new_leader = rt.block_on(leader_port(&members));
+    assert!(
+        new_leader.is_some_and(|p| p != leader),
+        "leadership was handed over before exit"
+    );
+    for member in &mut members {
+        if let Some(server) = member.server.take() {
+            assert!(server.stop().success());
+        }
+    }
+}
