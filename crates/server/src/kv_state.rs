@@ -12,6 +12,7 @@ use crate::error::NodeError;
 use crate::node::{Committed, StateMachine};
 use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
 use crate::status;
+use crate::watch::WatchHub;
 
 /// Namespace of the exactly-once table in the store's aux records.
 const OUTCOMES: &str = "outcome";
@@ -21,9 +22,11 @@ pub const OUTCOMES_PER_CLIENT: u64 = 64;
 /// How often (in applied entries) expired outcomes are swept.
 const SWEEP_EVERY_ENTRIES: u64 = 4096;
 
-/// Applies committed writes to the store.
+/// Applies committed writes to the store and publishes what changed to the
+/// watch hub.
 pub struct KvStateMachine {
     store: Arc<Store>,
+    hub: WatchHub,
     applied: Index,
     outcome_ttl_ms: u64,
     since_sweep: u64,
@@ -31,10 +34,11 @@ pub struct KvStateMachine {
 
 impl KvStateMachine {
     /// Wraps `store`; outcomes older than `outcome_ttl_ms` are forgotten.
-    pub fn new(store: Arc<Store>, outcome_ttl_ms: u64) -> Result<Self, NodeError> {
+    pub fn new(store: Arc<Store>, hub: WatchHub, outcome_ttl_ms: u64) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
         Ok(Self {
             store,
+            hub,
             applied,
             outcome_ttl_ms,
             since_sweep: 0,
@@ -84,9 +88,10 @@ impl StateMachine for KvStateMachine {
         };
         let ttl_ms = self.outcome_ttl_ms;
         let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
-        let outcomes = self
+        let (outcomes, revision, events) = self
             .store
             .apply(|batch| {
+                batch.record_events();
                 let mut outcomes = Vec::with_capacity(proposals.len());
                 let mut clock_ms = 0;
                 for proposal in proposals {
@@ -102,9 +107,12 @@ impl StateMachine for KvStateMachine {
                 if sweep && clock_ms > ttl_ms {
                     sweep_outcomes(batch, clock_ms - ttl_ms)?;
                 }
-                Ok(outcomes)
+                Ok((outcomes, batch.current_revision(), batch.take_events()))
             })
             .map_err(fatal)?;
+        // Published only once the batch is committed to the store, so a
+        // watcher never sees a change a reader could not.
+        self.hub.publish(revision, events);
         self.since_sweep = if sweep {
             0
         } else {

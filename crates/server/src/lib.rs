@@ -8,6 +8,7 @@
 //! - [`grpc`]: etcd's v3 services; [`convert`] and [`status`] translate
 //!   messages and errors.
 //! - [`peer`]: Raft messages between members over gRPC.
+//! - [`watch`]: the hub that fans applied changes out to watch streams.
 //! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
@@ -22,3 +23,4 @@ pub mod peer;
 pub mod replicated;
 pub mod server;
 pub mod status;
+pub mod watch;

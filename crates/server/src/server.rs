@@ -10,6 +10,7 @@ use raftkv_mvcc::Store;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::peer_server::PeerServer;
 use raftkv_raft::Config as RaftConfig;
 
@@ -17,12 +18,14 @@ use crate::config::{ClusterState, ServerConfig};
 use crate::grpc::cluster::{ClusterService, MemberInfo};
 use crate::grpc::kv::KvService;
 use crate::grpc::maintenance::MaintenanceService;
+use crate::grpc::watch::WatchService;
 use crate::grpc::ServiceContext;
 use crate::kv_state::KvStateMachine;
 use crate::node::{self, NodeHandle, NodeOptions};
 use crate::peer::service::PeerService;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
 use crate::replicated::Outcome;
+use crate::watch::WatchHub;
 
 /// Why a member could not run.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +136,9 @@ pub async fn run(
     let mut store_config = raftkv_mvcc::Config::new(member_dir.join("kv.redb"));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     let store = Arc::new(Store::open(store_config)?);
-    let state_machine = KvStateMachine::new(store.clone(), OUTCOME_TTL.as_millis() as u64)?;
+    let hub = WatchHub::new();
+    let state_machine =
+        KvStateMachine::new(store.clone(), hub.clone(), OUTCOME_TTL.as_millis() as u64)?;
 
     let mut raft = RaftConfig::new(config.member_id);
     raft.election_tick = config.election_ticks;
@@ -201,7 +206,7 @@ pub async fn run(
         request_timeout: Duration::from_secs(5) + config.tick * config.election_ticks * 2,
         members: Arc::new(members),
     };
-    let served = serve_clients(&config, ctx, shutdown).await;
+    let served = serve_clients(&config, ctx, hub, shutdown).await;
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
@@ -259,6 +264,7 @@ fn check_identity(member_dir: &std::path::Path, config: &ServerConfig) -> Result
 async fn serve_clients(
     config: &ServerConfig,
     ctx: ServiceContext,
+    hub: WatchHub,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -272,6 +278,7 @@ async fn serve_clients(
             KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_message_bytes),
         )
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
+        .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub)))
         .add_service(ClusterServer::new(ClusterService::new(ctx)));
     let Some(&addr) = config.listen_client.first() else {
         return Err(ServerError::Unsupported(

@@ -402,3 +402,57 @@ fn a_data_dir_of_another_member_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("belongs to another member"), "{stderr}");
 }
+
+#[test]
+fn etcdctl_watch_prints_history_and_compaction_like_etcd() {
+    if !etcdctl_available("etcdctl_watch_prints_history_and_compaction_like_etcd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), free_port(), &[]);
+    let port = server.port;
+    ok(port, &["put", "w", "1"]);
+    ok(port, &["put", "w", "2"]);
+    ok(port, &["del", "w"]);
+    // A watch from revision 2 prints the history, then is stopped by the
+    // command timeout (etcdctl watch never ends by itself).
+    let out = Command::new("timeout")
+        .args([
+            "2",
+            "etcdctl",
+            &format!("--endpoints=127.0.0.1:{port}"),
+            "watch",
+            "w",
+            "--rev=2",
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl watch runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "PUT\nw\n1\nPUT\nw\n2\nDELETE\nw\n\n"
+    );
+    ok(port, &["compaction", "3"]);
+    let out = Command::new("timeout")
+        .args([
+            "5",
+            "etcdctl",
+            &format!("--endpoints=127.0.0.1:{port}"),
+            "watch",
+            "w",
+            "--rev=1",
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl watch runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{all}"
+    );
+    assert!(server.stop().success());
+}

@@ -4,13 +4,15 @@
 //! - [`maintenance`] serves Status, HashKV, MoveLeader and Alarm (the other
 //!   maintenance calls answer Unimplemented until they land).
 //! - [`cluster`] serves MemberList.
+//! - [`watch`] serves Watch.
 //!
-//! Watch, Lease, Auth, Lock and Election are not served yet; clients calling
-//! them get gRPC's Unimplemented.
+//! Lease, Auth, Lock and Election are not served yet; clients calling them
+//! get gRPC's Unimplemented.
 
 pub mod cluster;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

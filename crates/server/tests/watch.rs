@@ -1,0 +1,214 @@
+//! The Watch service of a real `raftkv` process, through etcd's protocol.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, runtime, start};
+use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::watch_client::WatchClient;
+use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+async fn put(kv: &mut KvClient<tonic::transport::Channel>, key: &str, value: &str) -> i64 {
+    kv.put(pb::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    })
+    .await
+    .expect("put")
+    .into_inner()
+    .header
+    .map_or(0, |h| h.revision)
+}
+
+fn create(key: &str, range_end: &[u8], start_revision: i64, watch_id: i64) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
+            key: key.as_bytes().to_vec(),
+            range_end: range_end.to_vec(),
+            start_revision,
+            watch_id,
+            prev_kv: true,
+            ..Default::default()
+        })),
+    }
+}
+
+struct Stream {
+    requests: mpsc::Sender<pb::WatchRequest>,
+    responses: tonic::Streaming<pb::WatchResponse>,
+}
+
+impl Stream {
+    async fn open(port: u16) -> Self {
+        let mut client = WatchClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let (requests, outgoing) = mpsc::channel(16);
+        let responses = client
+            .watch(ReceiverStream::new(outgoing))
+            .await
+            .expect("watch")
+            .into_inner();
+        Self {
+            requests,
+            responses,
+        }
+    }
+
+    async fn send(&self, request: pb::WatchRequest) {
+        self.requests.send(request).await.expect("request sent");
+    }
+
+    async fn next(&mut self) -> pb::WatchResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.responses.message())
+            .await
+            .expect("a response within 10 s")
+            .expect("stream alive")
+            .expect("not ended")
+    }
+}
+
+#[test]
+fn watchers_get_history_then_live_changes_in_order_and_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    runtime().block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let first = put(&mut kv, "a/1", "x").await;
+        put(&mut kv, "a/2", "y").await;
+        put(&mut kv, "b/1", "z").await;
+
+        let mut stream = Stream::open(port).await;
+        // From the first revision, prefix a/: history first.
+        stream.send(create("a/", b"a0", first, 0)).await;
+        let created = stream.next().await;
+        assert!(created.created && !created.canceled);
+        let id = created.watch_id;
+        let mut keys = Vec::new();
+        while keys.len() < 2 {
+            let response = stream.next().await;
+            assert_eq!(response.watch_id, id);
+            keys.extend(
+                response
+                    .events
+                    .iter()
+                    .map(|e| e.kv.as_ref().map(|kv| kv.key.clone()).unwrap_or_default()),
+            );
+        }
+        assert_eq!(keys, vec![b"a/1".to_vec(), b"a/2".to_vec()]);
+
+        // Then live: a put to a/1 carries the previous value.
+        put(&mut kv, "b/2", "ignored").await;
+        put(&mut kv, "a/1", "x2").await;
+        let live = stream.next().await;
+        assert_eq!(live.events.len(), 1, "b/2 is outside the range");
+        let event = &live.events[0];
+        assert_eq!(
+            event.kv.as_ref().map(|kv| kv.value.clone()),
+            Some(b"x2".to_vec())
+        );
+        assert_eq!(
+            event.prev_kv.as_ref().map(|kv| kv.value.clone()),
+            Some(b"x".to_vec())
+        );
+
+        // A client-chosen id, then the same id again.
+        stream.send(create("c", b"", 0, 77)).await;
+        let created = stream.next().await;
+        assert_eq!((created.created, created.watch_id), (true, 77));
+        stream.send(create("c", b"", 0, 77)).await;
+        let duplicate = stream.next().await;
+        assert!(duplicate.canceled);
+        assert_eq!(
+            duplicate.cancel_reason,
+            "mvcc: duplicate watch ID provided on the WatchStream"
+        );
+
+        // Cancel, then a change to c reaches nobody.
+        stream
+            .send(pb::WatchRequest {
+                request_union: Some(RequestUnion::CancelRequest(pb::WatchCancelRequest {
+                    watch_id: 77,
+                })),
+            })
+            .await;
+        let canceled = stream.next().await;
+        assert!(canceled.canceled && canceled.watch_id == 77);
+
+        // A progress request is answered with the current revision.
+        put(&mut kv, "c", "unwatched").await;
+        let revision = put(&mut kv, "zz", "last").await;
+        stream
+            .send(pb::WatchRequest {
+                request_union: Some(RequestUnion::ProgressRequest(pb::WatchProgressRequest {})),
+            })
+            .await;
+        let progress = stream.next().await;
+        assert_eq!(progress.watch_id, -1);
+        assert_eq!(progress.header.map(|h| h.revision), Some(revision));
+
+        // A start revision below the compaction point is refused as etcd does.
+        kv.compact(pb::CompactionRequest {
+            revision: revision - 1,
+            physical: true,
+        })
+        .await
+        .expect("compact");
+        stream.send(create("a/", b"a0", 1, 0)).await;
+        let created = stream.next().await;
+        assert!(created.created);
+        let refused = stream.next().await;
+        assert!(refused.canceled);
+        assert_eq!(refused.compact_revision, revision - 1);
+        assert!(
+            refused.header.is_some(),
+            "etcd clients dereference the header"
+        );
+    });
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_watcher_far_behind_catches_up_from_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    runtime().block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        // More revisions than one page of history and than the hub keeps.
+        let count = 2500;
+        let mut first = 0;
+        for i in 0..count {
+            let revision = put(&mut kv, &format!("k{}", i % 7), &i.to_string()).await;
+            if i == 0 {
+                first = revision;
+            }
+        }
+        let mut stream = Stream::open(port).await;
+        stream.send(create("k", b"l", first, 0)).await;
+        assert!(stream.next().await.created);
+        let mut revisions = Vec::new();
+        while revisions.len() < count {
+            let response = stream.next().await;
+            revisions.extend(
+                response
+                    .events
+                    .iter()
+                    .filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision)),
+            );
+        }
+        let expected: Vec<i64> = (first..first + count as i64).collect();
+        assert_eq!(revisions, expected, "every revision once, in order");
+    });
+    assert!(server.stop().success());
+}
