@@ -9,6 +9,7 @@ use raftkv_raft::{ConfChange, ConfState, Index};
 
 use crate::convert;
 use crate::error::NodeError;
+use crate::lessor::Lessor;
 use crate::node::{Committed, StateMachine};
 use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
 use crate::status;
@@ -27,6 +28,7 @@ const SWEEP_EVERY_ENTRIES: u64 = 4096;
 pub struct KvStateMachine {
     store: Arc<Store>,
     hub: WatchHub,
+    lessor: Arc<Lessor>,
     applied: Index,
     outcome_ttl_ms: u64,
     since_sweep: u64,
@@ -34,11 +36,17 @@ pub struct KvStateMachine {
 
 impl KvStateMachine {
     /// Wraps `store`; outcomes older than `outcome_ttl_ms` are forgotten.
-    pub fn new(store: Arc<Store>, hub: WatchHub, outcome_ttl_ms: u64) -> Result<Self, NodeError> {
+    pub fn new(
+        store: Arc<Store>,
+        hub: WatchHub,
+        lessor: Arc<Lessor>,
+        outcome_ttl_ms: u64,
+    ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
         Ok(Self {
             store,
             hub,
+            lessor,
             applied,
             outcome_ttl_ms,
             since_sweep: 0,
@@ -88,9 +96,11 @@ impl StateMachine for KvStateMachine {
         };
         let ttl_ms = self.outcome_ttl_ms;
         let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
+        let mut lease_changes = Vec::new();
         let (outcomes, revision, events) = self
             .store
             .apply(|batch| {
+                lease_changes.clear();
                 batch.record_events();
                 let mut outcomes = Vec::with_capacity(proposals.len());
                 let mut clock_ms = 0;
@@ -100,7 +110,7 @@ impl StateMachine for KvStateMachine {
                         outcomes.push(Outcome::default());
                         continue;
                     }
-                    let (outcome, at_ms) = apply_one(batch, proposal.payload)?;
+                    let (outcome, at_ms) = apply_one(batch, proposal.payload, &mut lease_changes)?;
                     clock_ms = clock_ms.max(at_ms);
                     outcomes.push(outcome);
                 }
@@ -113,6 +123,14 @@ impl StateMachine for KvStateMachine {
         // Published only once the batch is committed to the store, so a
         // watcher never sees a change a reader could not.
         self.hub.publish(revision, events);
+        // The leader's lease clocks follow every grant and revocation,
+        // whichever member the client asked.
+        for change in lease_changes {
+            match change {
+                LeaseChange::Granted { id, ttl } => self.lessor.granted(id, ttl),
+                LeaseChange::Revoked(id) => self.lessor.revoked(id),
+            }
+        }
         self.since_sweep = if sweep {
             0
         } else {
@@ -168,8 +186,18 @@ impl KvStateMachine {
     }
 }
 
+/// A lease change applied in a batch, for the lessor.
+enum LeaseChange {
+    Granted { id: i64, ttl: i64 },
+    Revoked(i64),
+}
+
 /// Applies one replicated request; returns its outcome and its proposal time.
-fn apply_one(batch: &mut Batch<'_>, payload: &[u8]) -> Result<(Outcome, u64), MvccError> {
+fn apply_one(
+    batch: &mut Batch<'_>,
+    payload: &[u8],
+    lease_changes: &mut Vec<LeaseChange>,
+) -> Result<(Outcome, u64), MvccError> {
     let request = match ReplicatedRequest::decode(payload) {
         Ok(request) => request,
         Err(err) => {
@@ -195,7 +223,7 @@ fn apply_one(batch: &mut Batch<'_>, payload: &[u8]) -> Result<(Outcome, u64), Mv
             }
         }
     }
-    let outcome = execute(batch, request.op)?;
+    let outcome = execute(batch, request.op, lease_changes)?;
     if let Some(slot) = &slot {
         batch.aux_put(
             OUTCOMES,
@@ -208,7 +236,11 @@ fn apply_one(batch: &mut Batch<'_>, payload: &[u8]) -> Result<(Outcome, u64), Mv
 
 /// Runs the operation; request errors become error outcomes, store failures
 /// stop the batch.
-fn execute(batch: &mut Batch<'_>, op: Option<Op>) -> Result<Outcome, MvccError> {
+fn execute(
+    batch: &mut Batch<'_>,
+    op: Option<Op>,
+    lease_changes: &mut Vec<LeaseChange>,
+) -> Result<Outcome, MvccError> {
     let result = match op {
         Some(Op::Put(req)) => batch
             .put(&convert::put_from_pb(&req))
@@ -225,6 +257,22 @@ fn execute(batch: &mut Batch<'_>, op: Option<Op>) -> Result<Outcome, MvccError> 
         Some(Op::Compaction(req)) => batch
             .compact(req.revision)
             .map(|_| outcome::Result::Compaction(Default::default())),
+        Some(Op::LeaseGrant(req)) => batch.lease_grant(req.id, req.ttl).map(|()| {
+            lease_changes.push(LeaseChange::Granted {
+                id: req.id,
+                ttl: req.ttl,
+            });
+            outcome::Result::LeaseGrant(raftkv_proto::etcdserverpb::LeaseGrantResponse {
+                header: None,
+                id: req.id,
+                ttl: req.ttl,
+                error: String::new(),
+            })
+        }),
+        Some(Op::LeaseRevoke(req)) => batch.lease_revoke(req.id).map(|_| {
+            lease_changes.push(LeaseChange::Revoked(req.id));
+            outcome::Result::LeaseRevoke(Default::default())
+        }),
         None => {
             let status = tonic::Status::invalid_argument("etcdserver: empty request");
             return Ok(Outcome::error(batch.current_revision(), &status));

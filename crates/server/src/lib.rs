@@ -9,6 +9,7 @@
 //!   messages and errors.
 //! - [`peer`]: Raft messages between members over gRPC.
 //! - [`watch`]: the hub that fans applied changes out to watch streams.
+//! - [`lessor`]: lease clocks, kept by the leader only.
 //! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod kv_state;
+pub mod lessor;
 pub mod node;
 pub mod peer;
 pub mod replicated;

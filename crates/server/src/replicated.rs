@@ -23,7 +23,7 @@ pub struct ReplicatedRequest {
     #[prost(uint64, tag = "3")]
     pub proposed_at_ms: u64,
     /// The operation.
-    #[prost(oneof = "replicated_request::Op", tags = "10, 11, 12, 13")]
+    #[prost(oneof = "replicated_request::Op", tags = "10, 11, 12, 13, 14, 15")]
     pub op: Option<replicated_request::Op>,
 }
 
@@ -46,6 +46,12 @@ pub mod replicated_request {
         /// A compaction.
         #[prost(message, tag = "13")]
         Compaction(pb::CompactionRequest),
+        /// A lease grant (the id is chosen before proposing).
+        #[prost(message, tag = "14")]
+        LeaseGrant(pb::LeaseGrantRequest),
+        /// A lease revocation, by a client or by expiry.
+        #[prost(message, tag = "15")]
+        LeaseRevoke(pb::LeaseRevokeRequest),
     }
 }
 
@@ -56,7 +62,7 @@ pub struct Outcome {
     #[prost(int64, tag = "1")]
     pub revision: i64,
     /// The response or the error.
-    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 20")]
+    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 14, 15, 20")]
     pub result: Option<outcome::Result>,
 }
 
@@ -79,6 +85,12 @@ pub mod outcome {
         /// A compaction's response.
         #[prost(message, tag = "13")]
         Compaction(pb::CompactionResponse),
+        /// A lease grant's response.
+        #[prost(message, tag = "14")]
+        LeaseGrant(pb::LeaseGrantResponse),
+        /// A lease revocation's response.
+        #[prost(message, tag = "15")]
+        LeaseRevoke(pb::LeaseRevokeResponse),
         /// The request failed as etcd would answer it.
         #[prost(message, tag = "20")]
         Error(super::ErrorOutcome),

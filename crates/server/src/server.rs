@@ -9,6 +9,7 @@ use std::time::Duration;
 use raftkv_mvcc::Store;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::peer_server::PeerServer;
@@ -17,10 +18,12 @@ use raftkv_raft::Config as RaftConfig;
 use crate::config::{ClusterState, ServerConfig};
 use crate::grpc::cluster::{ClusterService, MemberInfo};
 use crate::grpc::kv::KvService;
+use crate::grpc::lease::{run_expiry, LeaseService};
 use crate::grpc::maintenance::MaintenanceService;
 use crate::grpc::watch::WatchService;
 use crate::grpc::ServiceContext;
 use crate::kv_state::KvStateMachine;
+use crate::lessor::Lessor;
 use crate::node::{self, NodeHandle, NodeOptions};
 use crate::peer::service::PeerService;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
@@ -60,6 +63,16 @@ pub enum ServerError {
 /// Entries kept below a compaction point for followers that lag a little
 /// (etcd keeps 5000; never more than `--snapshot-count` here).
 const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
+
+/// How often the leader looks for expired leases.
+const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// etcd's shortest lease: one and a half election timeouts, in whole
+/// seconds, so a lease outlives a leader election.
+fn min_lease_ttl_seconds(config: &ServerConfig) -> i64 {
+    let election = config.tick * config.election_ticks;
+    ((election.as_millis() as i64 * 3 / 2) + 999) / 1000
+}
 
 /// How long request outcomes are remembered for exactly-once retries.
 const OUTCOME_TTL: Duration = Duration::from_secs(600);
@@ -137,8 +150,13 @@ pub async fn run(
     store_config.max_txn_ops = config.max_txn_ops as usize;
     let store = Arc::new(Store::open(store_config)?);
     let hub = WatchHub::new();
-    let state_machine =
-        KvStateMachine::new(store.clone(), hub.clone(), OUTCOME_TTL.as_millis() as u64)?;
+    let lessor = Arc::new(Lessor::default());
+    let state_machine = KvStateMachine::new(
+        store.clone(),
+        hub.clone(),
+        lessor.clone(),
+        OUTCOME_TTL.as_millis() as u64,
+    )?;
 
     let mut raft = RaftConfig::new(config.member_id);
     raft.election_tick = config.election_ticks;
@@ -206,7 +224,14 @@ pub async fn run(
         request_timeout: Duration::from_secs(5) + config.tick * config.election_ticks * 2,
         members: Arc::new(members),
     };
-    let served = serve_clients(&config, ctx, hub, shutdown).await;
+    let expiry = tokio::spawn(run_expiry(
+        ctx.clone(),
+        lessor.clone(),
+        LEASE_CHECK_INTERVAL,
+    ));
+    let min_ttl = min_lease_ttl_seconds(&config);
+    let served = serve_clients(&config, ctx, hub, lessor, min_ttl, shutdown).await;
+    expiry.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
@@ -265,6 +290,8 @@ async fn serve_clients(
     config: &ServerConfig,
     ctx: ServiceContext,
     hub: WatchHub,
+    lessor: Arc<Lessor>,
+    min_lease_ttl: i64,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -279,6 +306,11 @@ async fn serve_clients(
         )
         .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
         .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub)))
+        .add_service(LeaseServer::new(LeaseService::new(
+            ctx.clone(),
+            lessor,
+            min_lease_ttl,
+        )))
         .add_service(ClusterServer::new(ClusterService::new(ctx)));
     let Some(&addr) = config.listen_client.first() else {
         return Err(ServerError::Unsupported(

@@ -456,3 +456,73 @@ fn etcdctl_watch_prints_history_and_compaction_like_etcd() {
     );
     assert!(server.stop().success());
 }
+
+#[test]
+fn etcdctl_leases_expire_keep_alive_and_revoke_like_etcd() {
+    if !etcdctl_available("etcdctl_leases_expire_keep_alive_and_revoke_like_etcd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), free_port(), &[]);
+    let port = server.port;
+    let lease_of = |out: String| -> String {
+        // "lease 694d77aa9e38260f granted with TTL(2s)"
+        out.split_whitespace().nth(1).expect("lease id").to_string()
+    };
+
+    // Expiry: the key goes with the lease.
+    let short = lease_of(ok(port, &["lease", "grant", "2"]));
+    ok(port, &["put", "temp", "v", "--lease", &short]);
+    let ttl = ok(port, &["lease", "timetolive", &short, "--keys"]);
+    assert!(
+        ttl.contains("granted with TTL(2s)") && ttl.contains("attached keys([temp])"),
+        "{ttl}"
+    );
+    assert!(ok(port, &["lease", "list"]).contains(&short));
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(
+        ok(port, &["get", "temp"]),
+        "",
+        "the key expired with its lease"
+    );
+    assert!(ok(port, &["lease", "timetolive", &short]).contains("already expired"));
+
+    // Keep-alive holds a lease past its TTL.
+    let kept = lease_of(ok(port, &["lease", "grant", "2"]));
+    ok(port, &["put", "kept", "v", "--lease", &kept]);
+    let mut keep_alive = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            &format!("--endpoints=127.0.0.1:{port}"),
+            "lease",
+            "keep-alive",
+            &kept,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keep-alive runs");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(
+        ok(port, &["get", "kept", "--print-value-only"]),
+        "v\n",
+        "kept alive"
+    );
+    let _ = keep_alive.kill();
+    let _ = keep_alive.wait();
+
+    // Revoke deletes at once; unknown leases get etcd's error.
+    assert!(ok(port, &["lease", "revoke", &kept]).contains("revoked"));
+    assert_eq!(ok(port, &["get", "kept"]), "");
+    fails_with(
+        port,
+        &["lease", "revoke", "1234"],
+        "etcdserver: requested lease not found",
+    );
+    fails_with(
+        port,
+        &["put", "x", "v", "--lease", "1234"],
+        "etcdserver: requested lease not found",
+    );
+    assert!(server.stop().success());
+}

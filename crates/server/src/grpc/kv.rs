@@ -19,10 +19,6 @@
 //! time set by `--request-outcome-ttl`. Without the metadata, etcd's
 //! semantics hold unchanged.
 
-use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
 use prost::Message as _;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_server::Kv;
@@ -31,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use super::ServiceContext;
 use crate::convert;
-use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
+use crate::replicated::{outcome, replicated_request::Op};
 use crate::status;
 
 /// Metadata key of the client id.
@@ -50,66 +46,16 @@ impl KvService {
         Self { ctx }
     }
 
-    async fn with_timeout<T>(
-        &self,
-        fut: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        tokio::time::timeout(self.ctx.request_timeout, fut)
-            .await
-            .unwrap_or_else(|_| Err(status::timed_out()))
-    }
-
-    async fn linearizable_barrier(&self) -> Result<(), Status> {
-        self.with_timeout(async {
-            self.ctx
-                .node
-                .read_barrier()
-                .await
-                .map_err(|e| status::from_node(&e))?;
-            Ok(())
-        })
-        .await
-    }
-
     fn check_size(&self, encoded_len: usize) -> Result<(), Status> {
         if encoded_len as u64 > self.ctx.max_request_bytes {
             return Err(status::request_too_large());
         }
         Ok(())
     }
-
-    async fn propose(&self, metadata: &MetadataMap, op: Op) -> Result<Outcome, Status> {
-        let (client_id, sequence) = request_id(metadata)?;
-        let request = ReplicatedRequest {
-            client_id,
-            sequence,
-            proposed_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            op: Some(op),
-        };
-        let payload = Bytes::from(request.encode_to_vec());
-        let outcome = self
-            .with_timeout(async {
-                self.ctx
-                    .node
-                    .propose(payload)
-                    .await
-                    .map_err(|e| status::from_node(&e))
-            })
-            .await?;
-        if let Some(outcome::Result::Error(err)) = &outcome.result {
-            return Err(Status::new(
-                tonic::Code::from_i32(err.code),
-                err.message.clone(),
-            ));
-        }
-        Ok(outcome)
-    }
 }
 
 /// Reads the exactly-once metadata; (0, 0) when absent.
-fn request_id(metadata: &MetadataMap) -> Result<(u64, u64), Status> {
+pub(crate) fn request_id(metadata: &MetadataMap) -> Result<(u64, u64), Status> {
     let read = |key: &str| -> Result<Option<u64>, Status> {
         match metadata.get(key) {
             None => Ok(None),
@@ -148,7 +94,7 @@ impl Kv for KvService {
         }
         let range = convert::range_from_pb(&req)?;
         if !req.serializable {
-            self.linearizable_barrier().await?;
+            self.ctx.linearizable_barrier().await?;
         }
         let resp = self
             .ctx
@@ -170,7 +116,7 @@ impl Kv for KvService {
             return Err(status::empty_key());
         }
         self.check_size(req.encoded_len())?;
-        let outcome = self.propose(&metadata, Op::Put(req)).await?;
+        let outcome = self.ctx.propose(&metadata, Op::Put(req)).await?;
         match outcome.result {
             Some(outcome::Result::Put(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -189,7 +135,7 @@ impl Kv for KvService {
             return Err(status::empty_key());
         }
         self.check_size(req.encoded_len())?;
-        let outcome = self.propose(&metadata, Op::DeleteRange(req)).await?;
+        let outcome = self.ctx.propose(&metadata, Op::DeleteRange(req)).await?;
         match outcome.result {
             Some(outcome::Result::DeleteRange(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -210,7 +156,7 @@ impl Kv for KvService {
         self.check_size(req.encoded_len())?;
         let txn = convert::txn_from_pb(&req)?;
         if raftkv_mvcc::is_read_only(&txn) {
-            self.linearizable_barrier().await?;
+            self.ctx.linearizable_barrier().await?;
             let resp = self
                 .ctx
                 .store
@@ -221,7 +167,7 @@ impl Kv for KvService {
             out.header = self.ctx.header(revision);
             return Ok(Response::new(out));
         }
-        let outcome = self.propose(&metadata, Op::Txn(req)).await?;
+        let outcome = self.ctx.propose(&metadata, Op::Txn(req)).await?;
         match outcome.result {
             Some(outcome::Result::Txn(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -236,7 +182,7 @@ impl Kv for KvService {
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let (metadata, _, req) = request.into_parts();
-        let outcome = self.propose(&metadata, Op::Compaction(req)).await?;
+        let outcome = self.ctx.propose(&metadata, Op::Compaction(req)).await?;
         match outcome.result {
             Some(outcome::Result::Compaction(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);

@@ -5,12 +5,14 @@
 //!   maintenance calls answer Unimplemented until they land).
 //! - [`cluster`] serves MemberList.
 //! - [`watch`] serves Watch.
+//! - [`lease`] serves Lease; expiry runs on the leader.
 //!
-//! Lease, Auth, Lock and Election are not served yet; clients calling them
-//! get gRPC's Unimplemented.
+//! Auth, Lock and Election are not served yet; clients calling them get
+//! gRPC's Unimplemented.
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
@@ -45,6 +47,63 @@ pub struct ServiceContext {
 }
 
 impl ServiceContext {
+    /// Runs `fut` within the request timeout.
+    pub async fn with_timeout<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        tokio::time::timeout(self.request_timeout, fut)
+            .await
+            .unwrap_or_else(|_| Err(crate::status::timed_out()))
+    }
+
+    /// Waits until a linearizable read may be served locally.
+    pub async fn linearizable_barrier(&self) -> Result<(), tonic::Status> {
+        self.with_timeout(async {
+            self.node
+                .read_barrier()
+                .await
+                .map_err(|e| crate::status::from_node(&e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replicates a write and returns its outcome; an error outcome becomes
+    /// the etcd error it describes.
+    pub async fn propose(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        op: crate::replicated::replicated_request::Op,
+    ) -> Result<Outcome, tonic::Status> {
+        use prost::Message as _;
+        let (client_id, sequence) = kv::request_id(metadata)?;
+        let request = crate::replicated::ReplicatedRequest {
+            client_id,
+            sequence,
+            proposed_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            op: Some(op),
+        };
+        let payload = bytes::Bytes::from(request.encode_to_vec());
+        let outcome = self
+            .with_timeout(async {
+                self.node
+                    .propose(payload)
+                    .await
+                    .map_err(|e| crate::status::from_node(&e))
+            })
+            .await?;
+        if let Some(crate::replicated::outcome::Result::Error(err)) = &outcome.result {
+            return Err(tonic::Status::new(
+                tonic::Code::from_i32(err.code),
+                err.message.clone(),
+            ));
+        }
+        Ok(outcome)
+    }
+
     /// A response header as etcd fills it.
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {

@@ -1,0 +1,251 @@
+//! The Lease service. Grants and revocations go through Raft; keep-alives
+//! and time-to-live are answered by the leader's [`Lessor`], which is the
+//! only member that keeps lease clocks. On a follower they answer
+//! `etcdserver: not leader` (forwarding them to the leader is future work).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::lease_server::Lease;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::ServiceContext;
+use crate::lessor::{Lessor, MAX_LEASE_TTL_SECONDS};
+use crate::replicated::{outcome, replicated_request::Op};
+use crate::status;
+
+/// The Lease service.
+pub struct LeaseService {
+    ctx: ServiceContext,
+    lessor: Arc<Lessor>,
+    /// Shortest TTL granted: a lease must outlive a leader election.
+    min_ttl_seconds: i64,
+    next_id: AtomicU64,
+}
+
+impl LeaseService {
+    /// A Lease service over `ctx` and the member's lessor.
+    pub fn new(ctx: ServiceContext, lessor: Arc<Lessor>, min_ttl_seconds: i64) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Self {
+            next_id: AtomicU64::new(seed ^ ctx.member_id.rotate_left(32)),
+            ctx,
+            lessor,
+            min_ttl_seconds,
+        }
+    }
+
+    /// A fresh positive lease id.
+    fn new_id(&self) -> i64 {
+        loop {
+            let raw = self
+                .next_id
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+            let id = (raw & (i64::MAX as u64)) as i64;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// Brings the lessor in line with the node's leadership; returns whether
+/// this member leads (and so keeps the lease clocks).
+fn follow_leadership(ctx: &ServiceContext, lessor: &Lessor) -> bool {
+    let leading_now = ctx.node.shared().leader_id() == ctx.member_id;
+    if leading_now && !lessor.is_leading() {
+        match ctx.store.leases() {
+            Ok(leases) => lessor.promote(leases),
+            Err(err) => tracing::error!(%err, "cannot read leases"),
+        }
+    } else if !leading_now && lessor.is_leading() {
+        lessor.demote();
+    }
+    lessor.is_leading()
+}
+
+fn not_leader() -> Status {
+    Status::failed_precondition("etcdserver: not leader")
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let (metadata, _, mut req) = request.into_parts();
+        if req.ttl > MAX_LEASE_TTL_SECONDS {
+            return Err(Status::out_of_range("etcdserver: too large lease TTL"));
+        }
+        req.ttl = req.ttl.max(self.min_ttl_seconds);
+        if req.id == 0 {
+            req.id = self.new_id();
+        }
+        let outcome = self.ctx.propose(&metadata, Op::LeaseGrant(req)).await?;
+        match outcome.result {
+            Some(outcome::Result::LeaseGrant(mut resp)) => {
+                resp.header = self.ctx.header(outcome.revision);
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal(
+                "etcdserver: unexpected outcome for the request",
+            )),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let id = req.id;
+        let outcome = self.ctx.propose(&metadata, Op::LeaseRevoke(req)).await?;
+        self.lessor.revoked(id);
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: self.ctx.header(outcome.revision),
+        }))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        if !follow_leadership(&self.ctx, &self.lessor) {
+            return Err(not_leader());
+        }
+        let mut requests = request.into_inner();
+        let (out, responses) = mpsc::channel(64);
+        let lessor = self.lessor.clone();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = requests.next().await {
+                let response = if lessor.is_leading() {
+                    Ok(pb::LeaseKeepAliveResponse {
+                        header: ctx.header(ctx.store.current_revision().unwrap_or(0)),
+                        id: req.id,
+                        // An unknown or expired lease answers TTL 0, as etcd does.
+                        ttl: lessor.renew(req.id).unwrap_or(0),
+                    })
+                } else {
+                    Err(not_leader())
+                };
+                let stop = response.is_err();
+                if out.send(response).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        if !follow_leadership(&self.ctx, &self.lessor) {
+            return Err(not_leader());
+        }
+        let req = request.into_inner();
+        let revision = self
+            .ctx
+            .store
+            .current_revision()
+            .map_err(|e| status::from_mvcc(&e))?;
+        let Some((granted_ttl, ttl)) = self.lessor.remaining(req.id) else {
+            // Expired or never granted: etcd answers TTL -1.
+            return Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                header: self.ctx.header(revision),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            }));
+        };
+        let keys = if req.keys {
+            self.ctx
+                .store
+                .lease_keys(req.id)
+                .map_err(|e| status::from_mvcc(&e))?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: self.ctx.header(revision),
+            id: req.id,
+            ttl,
+            granted_ttl,
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let revision = self
+            .ctx
+            .store
+            .current_revision()
+            .map_err(|e| status::from_mvcc(&e))?;
+        let leases = self
+            .ctx
+            .store
+            .leases()
+            .map_err(|e| status::from_mvcc(&e))?
+            .into_iter()
+            .map(|(id, _)| pb::LeaseStatus { id })
+            .collect();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: self.ctx.header(revision),
+            leases,
+        }))
+    }
+}
+
+/// Runs the leader's side of leases until the node stops: follows
+/// leadership, and proposes the revocation of every lease whose time is up.
+pub async fn run_expiry(
+    ctx: ServiceContext,
+    lessor: Arc<Lessor>,
+    check_every: std::time::Duration,
+) {
+    let mut interval = tokio::time::interval(check_every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        follow_leadership(&ctx, &lessor);
+        for id in lessor.take_expired(ctx.request_timeout) {
+            let ctx = ctx.clone();
+            let lessor = lessor.clone();
+            tokio::spawn(async move {
+                let metadata = tonic::metadata::MetadataMap::new();
+                match ctx
+                    .propose(&metadata, Op::LeaseRevoke(pb::LeaseRevokeRequest { id }))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::debug!(id, "lease expired and was revoked");
+                        lessor.revoked(id);
+                    }
+                    Err(status) if status.code() == tonic::Code::NotFound => lessor.revoked(id),
+                    Err(status) => {
+                        tracing::warn!(id, %status, "revoking an expired lease failed; will retry")
+                    }
+                }
+            });
+        }
+    }
+}
