@@ -520,21 +520,39 @@ impl Raft {
         if can_vote && self.log.is_up_to_date(last_index, last_term) {
             // The answer carries the request's term so a pre-candidate does
             // not discard it as stale.
-            self.send_with_term(
-                m.from,
-                m.term,
-                MessageBody::RequestVoteResponse { pre, reject: false },
-            );
+            self.send_with_term(m.from, m.term, self.vote_response(pre, false));
             if !pre {
                 self.election_elapsed = 0;
                 self.vote = m.from;
             }
         } else {
-            self.send_with_term(
-                m.from,
-                self.term,
-                MessageBody::RequestVoteResponse { pre, reject: true },
+            self.send_with_term(m.from, self.term, self.vote_response(pre, true));
+        }
+    }
+
+    fn vote_response(&self, pre: bool, reject: bool) -> MessageBody {
+        let commit = self.log.committed;
+        MessageBody::RequestVoteResponse {
+            pre,
+            reject,
+            commit,
+            commit_term: self.log.term(commit).unwrap_or(0),
+        }
+    }
+
+    /// Adopts another node's commit index if this log holds the same entry
+    /// there: by log matching, everything up to it is then the committed log.
+    fn learn_commit(&mut self, commit: Index, commit_term: Term) {
+        if commit > self.log.committed
+            && commit_term > 0
+            && self.log.match_term(commit, commit_term)
+        {
+            tracing::debug!(
+                node = self.id,
+                commit,
+                "commit index learned from a vote answer"
             );
+            self.log.commit_to(commit);
         }
     }
 
@@ -549,6 +567,14 @@ impl Raft {
         } else if m.term != 0 && m.term < self.term {
             self.answer_stale(&m);
             return Ok(());
+        }
+        if let MessageBody::RequestVoteResponse {
+            commit,
+            commit_term,
+            ..
+        } = m.body
+        {
+            self.learn_commit(commit, commit_term);
         }
         match m.body {
             MessageBody::RequestVote {
@@ -594,6 +620,7 @@ impl Raft {
             MessageBody::RequestVoteResponse {
                 pre: true,
                 reject: false,
+                ..
             } => {
                 // A granted pre-vote carries the term the candidate will use;
                 // it says nothing about the voter's term.
@@ -633,11 +660,7 @@ impl Raft {
                 // up. Ignoring it instead can stall the cluster: a candidate
                 // that only this node would vote for never learns the term
                 // it must exceed.
-                self.send_with_term(
-                    m.from,
-                    self.term,
-                    MessageBody::RequestVoteResponse { pre, reject: true },
-                );
+                self.send_with_term(m.from, self.term, self.vote_response(pre, true));
             }
             _ => {}
         }
@@ -681,7 +704,7 @@ impl Raft {
                 self.become_follower(m.term, m.from);
                 self.step_follower(m)
             }
-            MessageBody::RequestVoteResponse { pre, reject } => {
+            MessageBody::RequestVoteResponse { pre, reject, .. } => {
                 let expected_pre = self.role == Role::PreCandidate;
                 if pre == expected_pre {
                     self.tracker.record_vote(m.from, !reject);

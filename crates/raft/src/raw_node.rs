@@ -356,6 +356,7 @@ impl Default for SoftState {
 mod tests {
     use super::*;
     use crate::types::{MessageBody, SnapshotMeta};
+    use crate::HardState;
 
     fn node(id: NodeId) -> RawNode {
         node_with(Config::new(id))
@@ -392,6 +393,8 @@ mod tests {
                 body: MessageBody::RequestVoteResponse {
                     pre: false,
                     reject: false,
+                    commit: 0,
+                    commit_term: 0,
                 },
             })
             .expect("vote accepted");
@@ -530,6 +533,54 @@ mod tests {
         let ready = n.ready();
         assert!(ready.hard_state.is_some_and(|hs| hs.commit == noop));
         assert!(!ready.must_sync);
+    }
+
+    #[test]
+    fn a_candidate_learns_the_commit_index_from_a_matching_vote_answer() {
+        let entries: Vec<Entry> = (1..=5)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                kind: EntryKind::Normal,
+                data: Bytes::new(),
+            })
+            .collect();
+        let state = InitialState {
+            hard_state: HardState {
+                term: 1,
+                vote: 0,
+                commit: 2,
+            },
+            snapshot: SnapshotMeta {
+                conf_state: ConfState::from_voters([1, 2, 3]),
+                ..SnapshotMeta::default()
+            },
+            entries,
+        };
+        let mut n = RawNode::new(Config::new(1), state).expect("valid");
+        let answer = |commit, commit_term| Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::RequestVoteResponse {
+                pre: true,
+                reject: true,
+                commit,
+                commit_term,
+            },
+        };
+        n.step(answer(4, 2)).expect("handled");
+        assert_eq!(
+            n.raft.log.committed, 2,
+            "a different entry at 4: nothing learned"
+        );
+        n.step(answer(9, 1)).expect("handled");
+        assert_eq!(n.raft.log.committed, 2, "beyond this log: nothing learned");
+        n.step(answer(4, 1)).expect("handled");
+        assert_eq!(
+            n.raft.log.committed, 4,
+            "the same entry at 4: everything up to it is committed"
+        );
     }
 
     #[test]

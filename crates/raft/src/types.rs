@@ -352,6 +352,13 @@ pub enum MessageBody {
         pre: bool,
         /// Whether the vote was refused.
         reject: bool,
+        /// The voter's commit index, with the term of its entry there. A
+        /// candidate whose log holds that same entry may adopt the commit
+        /// index: without it, a candidate that has not applied a committed
+        /// membership change could wait forever for votes it no longer needs.
+        commit: Index,
+        /// The term of the voter's entry at `commit`.
+        commit_term: Term,
     },
     /// Log entries (possibly none) following the entry at `prev_log_index`.
     Append {

@@ -32,3 +32,17 @@ fn random_seeds_keep_raft_safe_and_live() {
     assert_eq!(summary.seeds, seeds, "every seed ran");
     assert!(summary.committed > seeds, "runs made progress");
 }
+
+/// Seeds that once broke a property (each fixed since): they stay in every run.
+#[test]
+fn seeds_that_once_failed_pass() {
+    let seeds = [
+        41, 43, 210, 264, 334, 1658, 5966, 22729, 28295, 35528, 36135, 42298, 43093, 67395, 70987,
+        80878, 89580,
+    ];
+    for seed in seeds {
+        if let Err(failure) = raftkv_sim::run(&raftkv_sim::RunOptions::new(seed)) {
+            panic!("{failure}");
+        }
+    }
+}

@@ -83,9 +83,17 @@ pub fn to_wire(msg: Message) -> wire::RaftMessage {
             last_log_term,
             transfer,
         }),
-        MessageBody::RequestVoteResponse { pre, reject } => {
-            Body::RequestVoteResponse(wire::RequestVoteResponse { pre, reject })
-        }
+        MessageBody::RequestVoteResponse {
+            pre,
+            reject,
+            commit,
+            commit_term,
+        } => Body::RequestVoteResponse(wire::RequestVoteResponse {
+            pre,
+            reject,
+            commit,
+            commit_term,
+        }),
         MessageBody::Append {
             prev_log_index,
             prev_log_term,
@@ -159,6 +167,8 @@ pub fn from_wire(msg: wire::RaftMessage) -> Result<Message, CodecError> {
         Body::RequestVoteResponse(v) => MessageBody::RequestVoteResponse {
             pre: v.pre,
             reject: v.reject,
+            commit: v.commit,
+            commit_term: v.commit_term,
         },
         Body::Append(a) => MessageBody::Append {
             prev_log_index: a.prev_log_index,
@@ -244,6 +254,8 @@ mod tests {
         round_trip(MessageBody::RequestVoteResponse {
             pre: false,
             reject: true,
+            commit: 12,
+            commit_term: 3,
         });
         round_trip(MessageBody::Append {
             prev_log_index: 8,
