@@ -45,6 +45,25 @@ fn start_member(members: &mut [Member], i: usize) {
     member.server = Some(spawn(&member.dir, member.port, &args));
 }
 
+/// Starts `size` members under `base` and waits until each serves.
+fn start_cluster(base: &std::path::Path, size: usize) -> Vec<Member> {
+    let mut members: Vec<Member> = (0..size)
+        .map(|i| Member {
+            name: format!("m{i}"),
+            port: free_port(),
+            dir: base.join(format!("m{i}")),
+            server: None,
+        })
+        .collect();
+    for i in 0..members.len() {
+        start_member(&mut members, i);
+    }
+    for member in &members {
+        assert!(wait_ready(member.port), "member {} serves", member.name);
+    }
+    members
+}
+
 async fn leader_port(members: &[Member]) -> Option<u16> {
     for member in members.iter().filter(|m| m.server.is_some()) {
         let Ok(mut client) =
@@ -124,20 +143,7 @@ async fn local_state(port: u16) -> (BTreeMap<Vec<u8>, (Vec<u8>, i64)>, i64) {
 #[test]
 fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
     let base = tempfile::tempdir().expect("tempdir");
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| Member {
-            name: format!("m{i}"),
-            port: free_port(),
-            dir: base.path().join(format!("m{i}")),
-            server: None,
-        })
-        .collect();
-    for i in 0..members.len() {
-        start_member(&mut members, i);
-    }
-    for member in &members {
-        assert!(wait_ready(member.port), "member {} serves", member.name);
-    }
+    let mut members = start_cluster(base.path(), 3);
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
     let rt = runtime();
     const WRITES: u64 = 60;
@@ -206,20 +212,7 @@ fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
 #[test]
 fn a_leader_stopped_with_sigterm_hands_over_leadership_first() {
     let base = tempfile::tempdir().expect("tempdir");
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| Member {
-            name: format!("m{i}"),
-            port: free_port(),
-            dir: base.path().join(format!("m{i}")),
-            server: None,
-        })
-        .collect();
-    for i in 0..members.len() {
-        start_member(&mut members, i);
-    }
-    for member in &members {
-        assert!(wait_ready(member.port), "member {} serves", member.name);
-    }
+    let mut members = start_cluster(base.path(), 3);
     let rt = runtime();
     let leader = rt.block_on(leader_port(&members)).expect("a leader");
     let victim = members
