@@ -130,15 +130,28 @@ impl RawNode {
     /// cluster later starts with [`RawNode::new`] and an empty state instead,
     /// and learns the configuration from the leader.
     pub fn bootstrap(config: Config, voters: &[NodeId]) -> Result<Self> {
+        let voters: Vec<(NodeId, Bytes)> = voters.iter().map(|&id| (id, Bytes::new())).collect();
+        Self::bootstrap_with_context(config, &voters)
+    }
+
+    /// Like [`RawNode::bootstrap`], with application data carried in each
+    /// voter's membership change (for example its name and addresses), so a
+    /// member that joins later learns the founders from the log itself.
+    /// Every founder must be given the same list.
+    pub fn bootstrap_with_context(config: Config, voters: &[(NodeId, Bytes)]) -> Result<Self> {
         let mut node = Self::new(config, InitialState::default())?;
         let entries: Vec<Entry> = voters
             .iter()
             .enumerate()
-            .map(|(i, &id)| Entry {
+            .map(|(i, (id, context))| Entry {
                 term: 1,
                 index: i as Index + 1,
                 kind: EntryKind::ConfChange,
-                data: ConfChange::single(crate::types::ConfChangeStep::AddVoter(id)).encode(),
+                data: ConfChange {
+                    context: context.clone(),
+                    ..ConfChange::single(crate::types::ConfChangeStep::AddVoter(*id))
+                }
+                .encode(),
             })
             .collect();
         let raft = &mut node.raft;

@@ -58,6 +58,9 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1_572_864)]
     pub max_request_bytes: u64,
+    /// Maximum number of learners in the cluster.
+    #[arg(long, default_value_t = 1)]
+    pub max_learners: u32,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: u32,
@@ -131,6 +134,10 @@ pub struct ServerConfig {
     pub initial_cluster: Vec<InitialMember>,
     /// Found or join.
     pub cluster_state: ClusterState,
+    /// The token that makes cluster and member ids unique.
+    pub initial_cluster_token: String,
+    /// Most learners MemberAdd lets in.
+    pub max_learners: u32,
     /// Length of one Raft tick.
     pub tick: Duration,
     /// Election timeout in ticks.
@@ -231,6 +238,8 @@ impl ServerConfig {
             advertise_peer_urls,
             initial_cluster,
             cluster_state,
+            initial_cluster_token: flags.initial_cluster_token.clone(),
+            max_learners: flags.max_learners,
             tick: Duration::from_millis(flags.heartbeat_interval),
             election_ticks: (flags.election_timeout / flags.heartbeat_interval) as u32,
             snapshot_count: flags.snapshot_count.max(1),

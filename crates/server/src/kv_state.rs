@@ -10,6 +10,7 @@ use raftkv_raft::{ConfChange, ConfState, Index};
 use crate::convert;
 use crate::error::NodeError;
 use crate::lessor::Lessor;
+use crate::members::{self, MemberDirectory};
 use crate::node::{Committed, StateMachine};
 use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
 use crate::status;
@@ -32,18 +33,23 @@ pub struct KvStateMachine {
     applied: Index,
     outcome_ttl_ms: u64,
     since_sweep: u64,
+    members: Arc<MemberDirectory>,
 }
 
 impl KvStateMachine {
     /// Wraps `store`; outcomes older than `outcome_ttl_ms` are forgotten.
+    /// `members` is refreshed whenever the membership changes.
     pub fn new(
         store: Arc<Store>,
         hub: WatchHub,
         lessor: Arc<Lessor>,
+        members: Arc<MemberDirectory>,
         outcome_ttl_ms: u64,
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
+        members.load(&store).map_err(fatal)?;
         Ok(Self {
+            members,
             store,
             hub,
             lessor,
@@ -97,10 +103,12 @@ impl StateMachine for KvStateMachine {
         let ttl_ms = self.outcome_ttl_ms;
         let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
         let mut lease_changes = Vec::new();
+        let mut members_changed = false;
         let (outcomes, revision, events) = self
             .store
             .apply(|batch| {
                 lease_changes.clear();
+                members_changed = false;
                 batch.record_events();
                 let mut outcomes = Vec::with_capacity(proposals.len());
                 let mut clock_ms = 0;
@@ -110,7 +118,12 @@ impl StateMachine for KvStateMachine {
                         outcomes.push(Outcome::default());
                         continue;
                     }
-                    let (outcome, at_ms) = apply_one(batch, proposal.payload, &mut lease_changes)?;
+                    let (outcome, at_ms) = apply_one(
+                        batch,
+                        proposal.payload,
+                        &mut lease_changes,
+                        &mut members_changed,
+                    )?;
                     clock_ms = clock_ms.max(at_ms);
                     outcomes.push(outcome);
                 }
@@ -131,6 +144,9 @@ impl StateMachine for KvStateMachine {
                 LeaseChange::Revoked(id) => self.lessor.revoked(id),
             }
         }
+        if members_changed {
+            self.members.load(&self.store).map_err(fatal)?;
+        }
         self.since_sweep = if sweep {
             0
         } else {
@@ -144,17 +160,20 @@ impl StateMachine for KvStateMachine {
         &mut self,
         index: Index,
         term: u64,
-        _change: &ConfChange,
+        change: &ConfChange,
         _conf_state: &ConfState,
     ) -> Result<(), NodeError> {
-        // The store's applied index must cover the change too, or a restart
-        // would replay it into the store's idea of what is applied.
+        // The store's applied index covers the change too, so a restart
+        // does not replay it into the member records.
         self.store
             .apply(|batch| {
-                batch.begin_entry(index, term);
+                if batch.begin_entry(index, term) {
+                    members::apply_conf_change(batch, change)?;
+                }
                 Ok(())
             })
             .map_err(fatal)?;
+        self.members.load(&self.store).map_err(fatal)?;
         self.applied = self.applied.max(index);
         Ok(())
     }
@@ -171,6 +190,7 @@ impl StateMachine for KvStateMachine {
 
     fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError> {
         let meta = self.store.install_snapshot(image).map_err(fatal)?;
+        self.members.load(&self.store).map_err(fatal)?;
         self.applied = meta.applied.index;
         Ok(self.applied)
     }
@@ -197,6 +217,7 @@ fn apply_one(
     batch: &mut Batch<'_>,
     payload: &[u8],
     lease_changes: &mut Vec<LeaseChange>,
+    members_changed: &mut bool,
 ) -> Result<(Outcome, u64), MvccError> {
     let request = match ReplicatedRequest::decode(payload) {
         Ok(request) => request,
@@ -223,6 +244,7 @@ fn apply_one(
             }
         }
     }
+    *members_changed |= matches!(request.op, Some(Op::MemberUpdate(_) | Op::MemberPublish(_)));
     let outcome = execute(batch, request.op, lease_changes)?;
     if let Some(slot) = &slot {
         batch.aux_put(
@@ -273,6 +295,14 @@ fn execute(
             lease_changes.push(LeaseChange::Revoked(req.id));
             outcome::Result::LeaseRevoke(Default::default())
         }),
+        Some(Op::MemberUpdate(req)) => {
+            let found = members::update_peer_urls(batch, req.id, req.peer_ur_ls)?;
+            return Ok(member_outcome(batch, found));
+        }
+        Some(Op::MemberPublish(member)) => {
+            let found = members::publish(batch, member.id, member.name, member.client_urls)?;
+            return Ok(member_outcome(batch, found));
+        }
         None => {
             let status = tonic::Status::invalid_argument("etcdserver: empty request");
             return Ok(Outcome::error(batch.current_revision(), &status));
@@ -288,6 +318,17 @@ fn execute(
             batch.current_revision(),
             &status::from_mvcc(&err),
         )),
+    }
+}
+
+fn member_outcome(batch: &Batch<'_>, found: bool) -> Outcome {
+    if found {
+        Outcome {
+            revision: batch.current_revision(),
+            result: Some(outcome::Result::MemberUpdate(Default::default())),
+        }
+    } else {
+        Outcome::error(batch.current_revision(), &status::member_not_found())
     }
 }
 

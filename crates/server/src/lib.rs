@@ -10,6 +10,7 @@
 //! - [`peer`]: Raft messages between members over gRPC.
 //! - [`watch`]: the hub that fans applied changes out to watch streams.
 //! - [`lessor`]: lease clocks, kept by the leader only.
+//! - [`members`]: the member records, replicated, and their in-memory copy.
 //! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
@@ -20,6 +21,7 @@ pub mod error;
 pub mod grpc;
 pub mod kv_state;
 pub mod lessor;
+pub mod members;
 pub mod node;
 pub mod peer;
 pub mod replicated;

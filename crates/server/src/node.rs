@@ -109,6 +109,9 @@ pub struct NodeStatus {
     pub applied_index: Index,
     /// The configuration in force.
     pub conf_state: ConfState,
+    /// On the leader, how far each member's log is known to match its own
+    /// (empty elsewhere).
+    pub matched: BTreeMap<NodeId, Index>,
 }
 
 /// A request to the driver.
@@ -302,9 +305,10 @@ pub type DriverThread = std::thread::JoinHandle<Result<(), NodeError>>;
 pub struct NodeOptions {
     /// Raft settings; `id` is this member's id.
     pub raft: RaftConfig,
-    /// The founding voters, used only when the log is empty and the node
+    /// The founding voters, each with the context of its membership change
+    /// (the member's record), used only when the log is empty and the node
     /// bootstraps a new cluster; empty to join an existing cluster.
-    pub bootstrap_voters: Vec<NodeId>,
+    pub bootstrap_voters: Vec<(NodeId, Bytes)>,
     /// Length of a tick.
     pub tick: Duration,
     /// Capacity of the input queue.
@@ -402,8 +406,9 @@ fn restore_raft(
 ) -> Result<RawNode, NodeError> {
     let empty = wal.last_index() == 0 && wal.hard_state() == Default::default();
     if empty && !options.bootstrap_voters.is_empty() {
-        tracing::info!(id = options.raft.id, voters = ?options.bootstrap_voters, "bootstrapping a new cluster");
-        return Ok(RawNode::bootstrap(
+        let voters: Vec<NodeId> = options.bootstrap_voters.iter().map(|(id, _)| *id).collect();
+        tracing::info!(id = options.raft.id, ?voters, "bootstrapping a new cluster");
+        return Ok(RawNode::bootstrap_with_context(
             options.raft.clone(),
             &options.bootstrap_voters,
         )?);
@@ -577,6 +582,15 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                     commit_index: status.hard_state.commit,
                     applied_index: self.state_machine.applied_index().max(status.applied),
                     conf_state: status.conf_state,
+                    matched: status
+                        .progress
+                        .map(|progress| {
+                            progress
+                                .into_iter()
+                                .map(|(id, pr)| (id, pr.matched))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
             Input::Stop => return false,

@@ -23,7 +23,10 @@ pub struct ReplicatedRequest {
     #[prost(uint64, tag = "3")]
     pub proposed_at_ms: u64,
     /// The operation.
-    #[prost(oneof = "replicated_request::Op", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(
+        oneof = "replicated_request::Op",
+        tags = "10, 11, 12, 13, 14, 15, 30, 31"
+    )]
     pub op: Option<replicated_request::Op>,
 }
 
@@ -52,6 +55,12 @@ pub mod replicated_request {
         /// A lease revocation, by a client or by expiry.
         #[prost(message, tag = "15")]
         LeaseRevoke(pb::LeaseRevokeRequest),
+        /// New peer URLs for a member.
+        #[prost(message, tag = "30")]
+        MemberUpdate(pb::MemberUpdateRequest),
+        /// A running member's name and client URLs.
+        #[prost(message, tag = "31")]
+        MemberPublish(raftkv_proto::raftkvpeer::Member),
     }
 }
 
@@ -62,7 +71,7 @@ pub struct Outcome {
     #[prost(int64, tag = "1")]
     pub revision: i64,
     /// The response or the error.
-    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 14, 15, 20")]
+    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 14, 15, 20, 30")]
     pub result: Option<outcome::Result>,
 }
 
@@ -91,6 +100,9 @@ pub mod outcome {
         /// A lease revocation's response.
         #[prost(message, tag = "15")]
         LeaseRevoke(pb::LeaseRevokeResponse),
+        /// A member's record changed (update or publish).
+        #[prost(message, tag = "30")]
+        MemberUpdate(pb::MemberUpdateResponse),
         /// The request failed as etcd would answer it.
         #[prost(message, tag = "20")]
         Error(super::ErrorOutcome),

@@ -12,11 +12,13 @@ use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftkv_proto::etcdserverpb::watch_server::WatchServer;
+use raftkv_proto::raftkvpeer::peer_client::PeerClient;
 use raftkv_proto::raftkvpeer::peer_server::PeerServer;
+use raftkv_proto::raftkvpeer::{Member, MembersRequest};
 use raftkv_raft::Config as RaftConfig;
 
 use crate::config::{ClusterState, ServerConfig};
-use crate::grpc::cluster::{ClusterService, MemberInfo};
+use crate::grpc::cluster::ClusterService;
 use crate::grpc::kv::KvService;
 use crate::grpc::lease::{run_expiry, LeaseService};
 use crate::grpc::maintenance::MaintenanceService;
@@ -24,6 +26,7 @@ use crate::grpc::watch::WatchService;
 use crate::grpc::ServiceContext;
 use crate::kv_state::KvStateMachine;
 use crate::lessor::Lessor;
+use crate::members::MemberDirectory;
 use crate::node::{self, NodeHandle, NodeOptions};
 use crate::peer::service::PeerService;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
@@ -103,6 +106,7 @@ async fn hand_over_leadership(node: &NodeHandle<Outcome>, timeout: Duration) {
 fn serve_peers(
     config: &ServerConfig,
     node: NodeHandle<Outcome>,
+    members: Arc<MemberDirectory>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let Some(&addr) = config.listen_peer.first() else {
         return Err(ServerError::Unsupported("no peer URL to listen on".into()));
@@ -111,7 +115,7 @@ fn serve_peers(
         addr,
         reason: e.to_string(),
     })?;
-    let service = PeerServer::new(PeerService::new(config.cluster_id, node))
+    let service = PeerServer::new(PeerService::new(config.cluster_id, node, members))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     tracing::info!(%addr, "serving peers");
     Ok(tokio::spawn(async move {
@@ -130,31 +134,30 @@ fn serve_peers(
 /// message size, and a batch carries many of them.
 const PEER_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
-/// Runs a member until `shutdown` resolves or the node fails.
+/// Runs a member until `shutdown` resolves, the member is removed from its
+/// cluster, or the node fails.
 pub async fn run(
-    config: ServerConfig,
+    mut config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    if config.cluster_state == ClusterState::Existing {
-        return Err(ServerError::Unsupported(
-            "--initial-cluster-state existing needs MemberAdd, which is not built yet".into(),
-        ));
-    }
     let member_dir = config.data_dir.join("member");
     std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir {
         path: member_dir.clone(),
         source,
     })?;
-    check_identity(&member_dir, &config)?;
+    let known_members = resolve_identity(&member_dir, &mut config).await?;
     let mut store_config = raftkv_mvcc::Config::new(member_dir.join("kv.redb"));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     let store = Arc::new(Store::open(store_config)?);
     let hub = WatchHub::new();
     let lessor = Arc::new(Lessor::default());
+    let members = MemberDirectory::new(config.member_id);
+    members.seed(known_members.iter().cloned());
     let state_machine = KvStateMachine::new(
         store.clone(),
         hub.clone(),
         lessor.clone(),
+        members.clone(),
         OUTCOME_TTL.as_millis() as u64,
     )?;
 
@@ -163,7 +166,12 @@ pub async fn run(
     raft.heartbeat_tick = 1;
     raft.seed = config.member_id ^ std::process::id() as u64;
     let bootstrap_voters = match config.cluster_state {
-        ClusterState::New => config.initial_cluster.iter().map(|m| m.id).collect(),
+        // The founders' records ride on the bootstrap entries, so members
+        // that join later learn them from the log.
+        ClusterState::New => known_members
+            .iter()
+            .map(|m| (m.id, bytes::Bytes::from(prost::Message::encode_to_vec(m))))
+            .collect(),
         ClusterState::Existing => Vec::new(),
     };
     let options = NodeOptions {
@@ -183,13 +191,7 @@ pub async fn run(
             node.report_unreachable(peer);
         }
     });
-    let peers: Vec<(u64, String)> = config
-        .initial_cluster
-        .iter()
-        .filter(|m| m.id != config.member_id)
-        .filter_map(|m| m.peer_urls.first().map(|url| (m.id, url.clone())))
-        .collect();
-    let transport = PeerTransport::start(config.cluster_id, peers, unreachable);
+    let transport = PeerTransport::new(config.cluster_id, members.clone(), unreachable);
     let (node, driver) = node::start(
         options,
         &member_dir.join("wal"),
@@ -198,22 +200,8 @@ pub async fn run(
         transport,
     )?;
     let _ = node_slot.set(node.clone());
-    let peer_listener = serve_peers(&config, node.clone())?;
+    let peer_listener = serve_peers(&config, node.clone(), members.clone())?;
 
-    let members = config
-        .initial_cluster
-        .iter()
-        .map(|m| MemberInfo {
-            id: m.id,
-            name: m.name.clone(),
-            peer_urls: m.peer_urls.clone(),
-            client_urls: if m.id == config.member_id {
-                config.advertise_client_urls.clone()
-            } else {
-                Vec::new()
-            },
-        })
-        .collect();
     let ctx = ServiceContext {
         node: node.clone(),
         store: store.clone(),
@@ -222,16 +210,32 @@ pub async fn run(
         max_request_bytes: config.max_request_bytes,
         max_txn_ops: config.max_txn_ops,
         request_timeout: Duration::from_secs(5) + config.tick * config.election_ticks * 2,
-        members: Arc::new(members),
+        members: members.clone(),
+        cluster_token: config.initial_cluster_token.clone(),
+        max_learners: config.max_learners,
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),
         lessor.clone(),
         LEASE_CHECK_INTERVAL,
     ));
+    let publish = tokio::spawn(publish_self(
+        ctx.clone(),
+        config.name.clone(),
+        config.advertise_client_urls.clone(),
+    ));
     let min_ttl = min_lease_ttl_seconds(&config);
-    let served = serve_clients(&config, ctx, hub, lessor, min_ttl, shutdown).await;
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            () = members.self_removed() => {
+                tracing::warn!("this member was removed from the cluster; stopping");
+            }
+        }
+    };
+    let served = serve_clients(&config, ctx, hub, lessor, min_ttl, stop).await;
     expiry.abort();
+    publish.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
@@ -248,42 +252,218 @@ pub async fn run(
     served
 }
 
-/// Records which member of which cluster a data directory belongs to, and
-/// refuses to start on a directory of another member: flags that describe a
-/// different member (other peer URLs, name or token) would otherwise start a
-/// node that is not in its own configuration and never serves.
-fn check_identity(member_dir: &std::path::Path, config: &ServerConfig) -> Result<(), ServerError> {
-    let path = member_dir.join("identity");
-    let mine = format!(
-        "member_id={:x}\ncluster_id={:x}\n",
-        config.member_id, config.cluster_id
-    );
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == mine => Ok(()),
-        Ok(found) => Err(ServerError::Unsupported(format!(
-            "{} belongs to another member ({}), but the flags describe member {:x} of cluster {:x}",
-            member_dir.display(),
-            found.trim().replace('\n', ", "),
-            config.member_id,
-            config.cluster_id
-        ))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let io = |source| ServerError::DataDir {
-                path: path.clone(),
-                source,
-            };
-            let tmp = member_dir.join("identity.tmp");
-            std::fs::write(&tmp, &mine).map_err(io)?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            std::fs::File::open(member_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)
+/// How often a member retries publishing its name and client URLs.
+const PUBLISH_RETRY: Duration = Duration::from_millis(200);
+
+/// Records this member's name and client URLs in the replicated member
+/// list once there is a leader (others learn them from MemberList), and
+/// again whenever the flags changed them since.
+async fn publish_self(ctx: ServiceContext, name: String, client_urls: Vec<String>) {
+    use crate::replicated::replicated_request::Op;
+    loop {
+        let current = ctx.members.get(ctx.member_id);
+        let Some(current) = current else {
+            // Not (yet) a member as far as the applied log says.
+            tokio::time::sleep(PUBLISH_RETRY).await;
+            continue;
+        };
+        if current.name == name && current.client_urls == client_urls {
+            return;
         }
-        Err(source) => Err(ServerError::DataDir { path, source }),
+        if ctx.node.shared().leader_id() != 0 {
+            let record = Member {
+                id: ctx.member_id,
+                name: name.clone(),
+                client_urls: client_urls.clone(),
+                ..Member::default()
+            };
+            let metadata = tonic::metadata::MetadataMap::new();
+            match ctx.propose(&metadata, Op::MemberPublish(record)).await {
+                Ok(_) => {
+                    tracing::info!(%name, ?client_urls, "published this member's attributes");
+                    return;
+                }
+                Err(status) => {
+                    tracing::debug!(%status, "publishing this member's attributes failed; retrying")
+                }
+            }
+        }
+        tokio::time::sleep(PUBLISH_RETRY).await;
     }
+}
+
+/// Works out which member of which cluster this is, and returns the members
+/// known before the log is read: the founders for a new cluster, or the
+/// cluster's current members for one being joined.
+///
+/// A founder's ids derive from the flags. A member joining with
+/// `--initial-cluster-state existing` asks the members named in
+/// `--initial-cluster` for the cluster's id and finds itself in their list
+/// by its peer URLs (it must have been added with MemberAdd first). Either
+/// way the ids are written to the data directory, and a later start that
+/// describes another member is refused.
+async fn resolve_identity(
+    member_dir: &std::path::Path,
+    config: &mut ServerConfig,
+) -> Result<Vec<Member>, ServerError> {
+    let founders: Vec<Member> = config
+        .initial_cluster
+        .iter()
+        .map(|m| Member {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    let recorded = read_identity(member_dir)?;
+    match config.cluster_state {
+        ClusterState::New => {
+            let mine = (config.member_id, config.cluster_id);
+            match recorded {
+                Some(found) if found != mine => Err(ServerError::Unsupported(format!(
+                    "{} belongs to another member ({:x} of cluster {:x}), but the flags describe member {:x} of cluster {:x}",
+                    member_dir.display(),
+                    found.0,
+                    found.1,
+                    mine.0,
+                    mine.1
+                ))),
+                Some(_) => Ok(founders),
+                None => {
+                    write_identity(member_dir, mine)?;
+                    Ok(founders)
+                }
+            }
+        }
+        ClusterState::Existing => {
+            let fetched = fetch_cluster(config).await;
+            match (recorded, fetched) {
+                // Restarting a member that joined before: its ids stand.
+                (Some((member_id, cluster_id)), fetched) => {
+                    config.member_id = member_id;
+                    config.cluster_id = cluster_id;
+                    Ok(fetched.map(|(_, members)| members).unwrap_or_default())
+                }
+                (None, Ok((cluster_id, members))) => {
+                    let mut mine = config.advertise_peer_urls.clone();
+                    mine.sort();
+                    let me = members.iter().find(|m| {
+                        let mut urls = m.peer_urls.clone();
+                        urls.sort();
+                        urls == mine
+                    });
+                    let Some(me) = me else {
+                        return Err(ServerError::Unsupported(format!(
+                            "no member of the cluster has peer URLs {}; add this member with MemberAdd (etcdctl member add) before starting it with --initial-cluster-state existing",
+                            mine.join(",")
+                        )));
+                    };
+                    config.member_id = me.id;
+                    config.cluster_id = cluster_id;
+                    tracing::info!(
+                        member_id = format!("{:x}", me.id),
+                        cluster_id = format!("{cluster_id:x}"),
+                        "joining an existing cluster"
+                    );
+                    write_identity(member_dir, (me.id, cluster_id))?;
+                    Ok(members)
+                }
+                (None, Err(reason)) => Err(ServerError::Unsupported(reason)),
+            }
+        }
+    }
+}
+
+/// How long a joining member waits for each peer it asks.
+const JOIN_ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks the other members named in `--initial-cluster` for the cluster's id
+/// and members; the first that answers wins.
+async fn fetch_cluster(config: &ServerConfig) -> Result<(u64, Vec<Member>), String> {
+    let mut failures = Vec::new();
+    let others = config
+        .initial_cluster
+        .iter()
+        .flat_map(|m| m.peer_urls.iter())
+        .filter(|url| !config.advertise_peer_urls.contains(url));
+    for url in others {
+        let ask = async {
+            let mut client = PeerClient::connect(url.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .members(MembersRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| status.message().to_string())
+        };
+        match tokio::time::timeout(JOIN_ASK_TIMEOUT, ask).await {
+            Ok(Ok(answer)) if !answer.members.is_empty() => {
+                return Ok((answer.cluster_id, answer.members))
+            }
+            Ok(Ok(_)) => failures.push(format!("{url}: knows no members yet")),
+            Ok(Err(reason)) => failures.push(format!("{url}: {reason}")),
+            Err(_) => failures.push(format!("{url}: no answer")),
+        }
+    }
+    if failures.is_empty() {
+        return Err("--initial-cluster names no other member to join".into());
+    }
+    Err(format!(
+        "cannot join the existing cluster: {}",
+        failures.join("; ")
+    ))
+}
+
+/// The (member id, cluster id) a data directory belongs to, if recorded.
+fn read_identity(member_dir: &std::path::Path) -> Result<Option<(u64, u64)>, ServerError> {
+    let path = member_dir.join("identity");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ServerError::DataDir { path, source }),
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    };
+    match (field("member_id"), field("cluster_id")) {
+        (Some(member), Some(cluster)) => Ok(Some((member, cluster))),
+        _ => Err(ServerError::Unsupported(format!(
+            "{} is not a member identity file",
+            path.display()
+        ))),
+    }
+}
+
+/// Records which member of which cluster a data directory belongs to,
+/// durably, so a restart with flags of another member is refused instead of
+/// starting a node outside its own configuration.
+fn write_identity(
+    member_dir: &std::path::Path,
+    (member, cluster): (u64, u64),
+) -> Result<(), ServerError> {
+    let path = member_dir.join("identity");
+    let io = |source| ServerError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let tmp = member_dir.join("identity.tmp");
+    std::fs::write(
+        &tmp,
+        format!("member_id={member:x}\ncluster_id={cluster:x}\n"),
+    )
+    .map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(member_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 async fn serve_clients(

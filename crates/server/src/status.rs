@@ -30,6 +30,50 @@ pub fn timed_out() -> Status {
     Status::unavailable("etcdserver: request timed out")
 }
 
+/// `etcdserver: member not found`.
+pub fn member_not_found() -> Status {
+    Status::not_found("etcdserver: member not found")
+}
+
+/// `etcdserver: member ID already exist`.
+pub fn member_exists() -> Status {
+    Status::failed_precondition("etcdserver: member ID already exist")
+}
+
+/// `etcdserver: Peer URLs already exists`.
+pub fn peer_url_exists() -> Status {
+    Status::failed_precondition("etcdserver: Peer URLs already exists")
+}
+
+/// `etcdserver: given member URLs are invalid`.
+pub fn member_bad_urls() -> Status {
+    Status::invalid_argument("etcdserver: given member URLs are invalid")
+}
+
+/// `etcdserver: can only promote a learner member`.
+pub fn member_not_learner() -> Status {
+    Status::failed_precondition("etcdserver: can only promote a learner member")
+}
+
+/// `etcdserver: can only promote a learner member which is in sync with leader`.
+pub fn learner_not_ready() -> Status {
+    Status::failed_precondition(
+        "etcdserver: can only promote a learner member which is in sync with leader",
+    )
+}
+
+/// `etcdserver: too many learner members in cluster`.
+pub fn too_many_learners() -> Status {
+    Status::failed_precondition("etcdserver: too many learner members in cluster")
+}
+
+/// `etcdserver: re-configuration failed due to not enough started members`.
+pub fn not_enough_started_members() -> Status {
+    Status::failed_precondition(
+        "etcdserver: re-configuration failed due to not enough started members",
+    )
+}
+
 /// A store error as etcd answers it.
 pub fn from_mvcc(err: &MvccError) -> Status {
     let code = match err {

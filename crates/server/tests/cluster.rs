@@ -1,7 +1,8 @@
 //! A three-member cluster of real `raftkv` processes on loopback: the leader
 //! is killed with SIGKILL in the middle of a stream of writes and restarted;
 //! no acknowledged write is lost, none is applied twice, and all members end
-//! with the same state.
+//! with the same state. Members are also replaced (one added as a learner,
+//! promoted, the leader removed) while writes go on.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, runtime, spawn, wait_ready, Server};
 use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
@@ -118,13 +120,23 @@ async fn write_until_acknowledged(ports: &[u16], key: &str, sequence: u64) -> i6
 }
 
 async fn local_state(port: u16) -> (BTreeMap<Vec<u8>, (Vec<u8>, i64)>, i64) {
+    local_state_of(port, b"w", b"x").await
+}
+
+/// The keys in [`start`, `end`) a member holds (serializable read), with
+/// their values and versions, and its revision.
+async fn local_state_of(
+    port: u16,
+    start: &[u8],
+    end: &[u8],
+) -> (BTreeMap<Vec<u8>, (Vec<u8>, i64)>, i64) {
     let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .expect("connect");
     let resp = kv
         .range(pb::RangeRequest {
-            key: b"w".to_vec(),
-            range_end: b"x".to_vec(),
+            key: start.to_vec(),
+            range_end: end.to_vec(),
             serializable: true,
             ..Default::default()
         })
@@ -231,6 +243,267 @@ fn a_leader_stopped_with_sigterm_hands_over_leadership_first() {
     for member in &mut members {
         if let Some(server) = member.server.take() {
             assert!(server.stop().success());
+        }
+    }
+}
+
+async fn member_list(port: u16) -> Vec<pb::Member> {
+    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    client
+        .member_list(pb::MemberListRequest { linearizable: true })
+        .await
+        .expect("member list")
+        .into_inner()
+        .members
+}
+
+/// Writes keys `r0000`, `r0001`, ... one after another through whichever
+/// of `ports` answers, until `stop` is set (at most `max` writes); returns
+/// the keys acknowledged.
+fn spawn_writer(
+    ports: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: u64,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let rt = runtime();
+        let mut acknowledged = Vec::new();
+        for sequence in 0..max {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let current = ports.lock().expect("ports").clone();
+            let key = format!("r{sequence:04}");
+            rt.block_on(write_until_acknowledged(&current, &key, 5000 + sequence));
+            acknowledged.push(key);
+        }
+        acknowledged
+    })
+}
+
+#[test]
+fn members_are_added_promoted_and_removed_while_writes_continue() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster(base.path(), 3);
+    let rt = runtime();
+
+    // Every founder publishes its name and client URL once it runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = rt.block_on(member_list(members[1].port));
+        if listed.iter().all(|m| !m.client_ur_ls.is_empty()) || Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed.len(), 3);
+    for member in &members {
+        let record = listed
+            .iter()
+            .find(|m| m.name == member.name)
+            .unwrap_or_else(|| panic!("{} listed: {listed:?}", member.name));
+        assert_eq!(
+            record.client_ur_ls,
+            vec![format!("http://127.0.0.1:{}", member.port)]
+        );
+        assert!(!record.is_learner);
+    }
+
+    let ports = Arc::new(Mutex::new(
+        members.iter().map(|m| m.port).collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(ports.clone(), stop.clone(), 5000);
+
+    // Add a fourth member as a learner and start it to join.
+    let newcomer_port = free_port();
+    members.push(Member {
+        name: "m3".into(),
+        port: newcomer_port,
+        dir: base.path().join("m3"),
+        server: None,
+    });
+    let newcomer_peer = format!("http://127.0.0.1:{}", newcomer_port + 1);
+    let added = rt.block_on(async {
+        let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", members[0].port))
+            .await
+            .expect("connect");
+        client
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec![newcomer_peer.clone()],
+                is_learner: true,
+            })
+            .await
+            .expect("member add")
+            .into_inner()
+    });
+    let newcomer_id = added.member.as_ref().expect("the new member").id;
+    assert_eq!(added.members.len(), 4);
+    {
+        let flags = cluster_flags(&members, "m3");
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend(["--initial-cluster-state", "existing"]);
+        let member = &mut members[3];
+        member.server = Some(spawn(&member.dir, member.port, &args));
+    }
+    assert!(wait_ready(newcomer_port), "the newcomer serves");
+
+    // A second learner is over --max-learners (1 by default).
+    let refused = rt.block_on(async {
+        let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", members[1].port))
+            .await
+            .expect("connect");
+        client
+            .member_add(pb::MemberAddRequest {
+                peer_ur_ls: vec!["http://127.0.0.1:9".into()],
+                is_learner: true,
+            })
+            .await
+            .expect_err("too many learners")
+    });
+    assert_eq!(
+        refused.message(),
+        "etcdserver: too many learner members in cluster"
+    );
+
+    // Promote it once it has caught up (asked of a follower, which hands
+    // the request to the leader).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = rt.block_on(async {
+            let mut client =
+                ClusterClient::connect(format!("http://127.0.0.1:{}", members[2].port))
+                    .await
+                    .expect("connect");
+            client
+                .member_promote(pb::MemberPromoteRequest { id: newcomer_id })
+                .await
+        });
+        match result {
+            Ok(_) => break,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "promotion failed: {status:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    ports.lock().expect("ports").push(newcomer_port);
+
+    // Remove the leader; it stops by itself once it learns.
+    let leader = rt.block_on(leader_port(&members)).expect("a leader");
+    let victim = members
+        .iter()
+        .position(|m| m.port == leader)
+        .expect("leader is a member");
+    let victim_id = rt.block_on(async {
+        let mut client = MaintenanceClient::connect(format!("http://127.0.0.1:{leader}"))
+            .await
+            .expect("connect");
+        client
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+            .leader
+    });
+    ports.lock().expect("ports").retain(|&p| p != leader);
+    let survivor = members[(victim + 1) % 3].port;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = rt.block_on(async {
+            let mut client = ClusterClient::connect(format!("http://127.0.0.1:{survivor}"))
+                .await
+                .expect("connect");
+            client
+                .member_remove(pb::MemberRemoveRequest { id: victim_id })
+                .await
+        });
+        match result {
+            Ok(_) => break,
+            // Already applied by an earlier attempt whose answer was lost.
+            Err(status) if status.code() == tonic::Code::NotFound => break,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "removal failed: {status:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let mut removed = members[victim].server.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Ok(Some(status)) = removed.child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed member did not stop by itself"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "a removed member exits cleanly");
+
+    // Let writes go on in the new configuration for a moment, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.join().expect("writer");
+    assert!(
+        acknowledged.len() > 10,
+        "writes went on: {}",
+        acknowledged.len()
+    );
+
+    let remaining: Vec<u16> = ports.lock().expect("ports").clone();
+    assert_eq!(remaining.len(), 3);
+    // The newcomer publishes its name once it runs (a publish caught in the
+    // leader's removal is retried).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = rt.block_on(member_list(remaining[0]));
+        let named = listed.iter().any(|m| m.id == newcomer_id && m.name == "m3");
+        if named || Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|m| m.id != victim_id && !m.is_learner));
+    let newcomer = listed
+        .iter()
+        .find(|m| m.id == newcomer_id)
+        .expect("the newcomer is listed");
+    assert_eq!(newcomer.name, "m3", "{listed:?}");
+    assert_eq!(newcomer.peer_ur_ls, vec![newcomer_peer]);
+
+    // Every acknowledged write is on every remaining member, once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states: Vec<_> = remaining
+            .iter()
+            .map(|&p| rt.block_on(local_state_of(p, b"r", b"s")))
+            .collect();
+        let complete = states.iter().all(|(state, _)| {
+            acknowledged
+                .iter()
+                .all(|k| state.contains_key(k.as_bytes()))
+        });
+        let same = states.windows(2).all(|w| w[0] == w[1]);
+        if complete && same {
+            for key in &acknowledged {
+                assert_eq!(states[0].0[key.as_bytes()].1, 1, "{key} applied once");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "members did not converge");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for member in &mut members {
+        if let Some(server) = member.server.take() {
+            assert!(server.stop().success(), "{} stops cleanly", member.name);
         }
     }
 }

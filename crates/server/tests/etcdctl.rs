@@ -363,6 +363,127 @@ fn bad_requests_get_etcds_errors_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn etcdctl_adds_updates_promotes_and_removes_members_like_etcd() {
+    if !etcdctl_available("etcdctl_adds_updates_promotes_and_removes_members_like_etcd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    let learner_peer = format!("http://127.0.0.1:{}", free_port());
+    let added = ok(
+        port,
+        &[
+            "member",
+            "add",
+            "learner",
+            &format!("--peer-urls={learner_peer}"),
+            "--learner",
+        ],
+    );
+    let first = added.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("Member ") && first.contains(" added to cluster "),
+        "{added}"
+    );
+    let id = first
+        .split_whitespace()
+        .nth(1)
+        .expect("member id")
+        .to_string();
+    // Members come in id order, as etcd lists them.
+    let founder = format!("default=http://127.0.0.1:{}", port + 1);
+    let newcomer = format!("learner={learner_peer}");
+    assert!(
+        added.contains(&format!("ETCD_INITIAL_CLUSTER=\"{founder},{newcomer}\""))
+            || added.contains(&format!("ETCD_INITIAL_CLUSTER=\"{newcomer},{founder}\"")),
+        "{added}"
+    );
+    assert!(
+        added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{added}"
+    );
+
+    // Listed as an unstarted learner until it runs.
+    let listed = ok(port, &["member", "list"]);
+    assert!(
+        listed.contains(&format!("{id}, unstarted, , {learner_peer}, , true")),
+        "{listed}"
+    );
+    fails_with(
+        port,
+        &[
+            "member",
+            "add",
+            "again",
+            &format!("--peer-urls={learner_peer}"),
+        ],
+        "etcdserver: Peer URLs already exists",
+    );
+    // etcdctl checks URLs itself; other clients meet the server's check.
+    let refused = common::runtime().block_on(async {
+        let mut client = raftkv_proto::etcdserverpb::cluster_client::ClusterClient::connect(
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+        .expect("connect");
+        client
+            .member_add(raftkv_proto::etcdserverpb::MemberAddRequest {
+                peer_ur_ls: vec!["127.0.0.1:1".into()],
+                is_learner: true,
+            })
+            .await
+            .expect_err("a URL without a scheme")
+    });
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "etcdserver: given member URLs are invalid"
+    );
+    // It never started, so it is not in sync with the leader.
+    fails_with(
+        port,
+        &["member", "promote", &id],
+        "etcdserver: can only promote a learner member which is in sync with leader",
+    );
+    let moved = format!("http://127.0.0.1:{}", free_port());
+    let updated = ok(
+        port,
+        &["member", "update", &id, &format!("--peer-urls={moved}")],
+    );
+    assert!(
+        updated.starts_with(&format!("Member {id} updated in cluster ")),
+        "{updated}"
+    );
+    assert!(ok(port, &["member", "list"]).contains(&moved));
+    let removed = ok(port, &["member", "remove", &id]);
+    assert!(
+        removed.starts_with(&format!("Member {id} removed from cluster ")),
+        "{removed}"
+    );
+    fails_with(
+        port,
+        &["member", "remove", &id],
+        "etcdserver: member not found",
+    );
+    assert_eq!(ok(port, &["member", "list"]).lines().count(), 1);
+    // The one voter is not a learner.
+    let listed = ok(port, &["member", "list"]);
+    let own_id = listed
+        .split(',')
+        .next()
+        .expect("the member's id")
+        .to_string();
+    assert!(listed.contains(", started, default, "), "{listed}");
+    fails_with(
+        port,
+        &["member", "promote", &own_id],
+        "etcdserver: can only promote a learner member",
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
 fn a_data_dir_of_another_member_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();

@@ -139,7 +139,7 @@ fn start_compacting(
     raft.election_tick = 10;
     let options = NodeOptions {
         raft,
-        bootstrap_voters: voters.to_vec(),
+        bootstrap_voters: voters.iter().map(|&id| (id, bytes::Bytes::new())).collect(),
         tick: Duration::from_millis(10),
         input_queue: 1024,
         snapshot_count,

@@ -3,7 +3,8 @@
 //! - [`kv`] serves Range, Put, DeleteRange, Txn and Compact.
 //! - [`maintenance`] serves Status, HashKV, MoveLeader and Alarm (the other
 //!   maintenance calls answer Unimplemented until they land).
-//! - [`cluster`] serves MemberList.
+//! - [`cluster`] serves MemberList, MemberAdd, MemberRemove, MemberUpdate
+//!   and MemberPromote.
 //! - [`watch`] serves Watch.
 //! - [`lease`] serves Lease; expiry runs on the leader.
 //!
@@ -42,8 +43,12 @@ pub struct ServiceContext {
     pub max_txn_ops: u32,
     /// How long a request may wait for the cluster.
     pub request_timeout: Duration,
-    /// The members, for MemberList.
-    pub members: Arc<Vec<cluster::MemberInfo>>,
+    /// The members as last applied.
+    pub members: Arc<crate::members::MemberDirectory>,
+    /// The cluster token, salt of new member ids.
+    pub cluster_token: String,
+    /// Most learners MemberAdd lets in.
+    pub max_learners: u32,
 }
 
 impl ServiceContext {

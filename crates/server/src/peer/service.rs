@@ -1,24 +1,41 @@
 //! The receiving side: the `raftkvpeer.Peer` service on the peer URL.
 
+use std::sync::Arc;
+
 use raftkv_proto::raftkvpeer::peer_server::Peer;
-use raftkv_proto::raftkvpeer::{Ack, Batch};
+use raftkv_proto::raftkvpeer::{Ack, Batch, MembersRequest, MembersResponse};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
+use crate::members::MemberDirectory;
 use crate::node::NodeHandle;
 use crate::replicated::Outcome;
 
-/// Hands messages from peers to the node driver.
+/// Hands messages from peers to the node driver, and tells joining members
+/// who is in the cluster.
 pub struct PeerService {
     cluster_id: u64,
     node: NodeHandle<Outcome>,
+    members: Arc<MemberDirectory>,
 }
 
 impl PeerService {
     /// A peer service for the member of `cluster_id` driven by `node`.
-    pub fn new(cluster_id: u64, node: NodeHandle<Outcome>) -> Self {
-        Self { cluster_id, node }
+    pub fn new(cluster_id: u64, node: NodeHandle<Outcome>, members: Arc<MemberDirectory>) -> Self {
+        Self {
+            cluster_id,
+            node,
+            members,
+        }
     }
+}
+
+/// The status a removed member's stream is refused with; its transport
+/// recognises the code and the member stops.
+fn removed(id: u64) -> Status {
+    Status::permission_denied(format!(
+        "member {id:x} was removed from the cluster and may not rejoin"
+    ))
 }
 
 #[tonic::async_trait]
@@ -33,6 +50,9 @@ impl Peer for PeerService {
                 )));
             }
             for message in batch.messages {
+                if self.members.is_removed(message.from) {
+                    return Err(removed(message.from));
+                }
                 match codec::from_wire(message) {
                     // Waiting here when the driver is busy slows the sender
                     // down instead of queueing without bound.
@@ -46,5 +66,15 @@ impl Peer for PeerService {
             }
         }
         Ok(Response::new(Ack {}))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.cluster_id,
+            members: self.members.list(),
+        }))
     }
 }

@@ -6,8 +6,14 @@
 //! back to probing it instead of streaming into the void. The connection
 //! task batches what is queued into one stream message, and reconnects with
 //! backoff when the stream breaks.
+//!
+//! Peers are found in the [`MemberDirectory`]: a connection task starts the
+//! first time a message goes to a member, looks its peer URL up again at
+//! every reconnection (so a MemberUpdate takes effect), and ends once the
+//! member is gone from the directory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_proto::raftkvpeer::peer_client::PeerClient;
@@ -16,6 +22,7 @@ use raftkv_raft::{Message, NodeId};
 use tokio::sync::mpsc;
 
 use super::codec;
+use crate::members::MemberDirectory;
 use crate::node::Transport;
 
 /// Messages queued per peer before new ones are dropped.
@@ -30,28 +37,49 @@ pub type UnreachableReport = std::sync::Arc<dyn Fn(NodeId) + Send + Sync>;
 
 /// Queues towards every peer.
 pub struct PeerTransport {
+    cluster_id: u64,
     queues: HashMap<NodeId, mpsc::Sender<RaftMessage>>,
+    members: Arc<MemberDirectory>,
     unreachable: UnreachableReport,
+    /// The driver thread sends from outside the runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 impl PeerTransport {
-    /// Starts one connection task per peer (`id`, peer URL). Must be called
-    /// inside a tokio runtime.
-    pub fn start(
+    /// A transport to the members of `members`. Connection tasks are
+    /// spawned on the tokio runtime current when this is called.
+    pub fn new(
         cluster_id: u64,
-        peers: Vec<(NodeId, String)>,
+        members: Arc<MemberDirectory>,
         unreachable: UnreachableReport,
     ) -> Self {
-        let mut queues = HashMap::new();
-        for (id, url) in peers {
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES);
-            queues.insert(id, sender);
-            tokio::spawn(run_peer(cluster_id, id, url, receiver, unreachable.clone()));
-        }
         Self {
-            queues,
+            cluster_id,
+            queues: HashMap::new(),
+            members,
             unreachable,
+            runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// The queue towards `peer`, starting its connection task if needed.
+    fn queue(&mut self, peer: NodeId) -> Option<&mpsc::Sender<RaftMessage>> {
+        if self.queues.get(&peer).is_some_and(|q| q.is_closed()) {
+            self.queues.remove(&peer);
+        }
+        if !self.queues.contains_key(&peer) {
+            self.members.peer_url(peer)?;
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            self.runtime.spawn(run_peer(
+                self.cluster_id,
+                peer,
+                self.members.clone(),
+                receiver,
+                self.unreachable.clone(),
+            ));
+            self.queues.insert(peer, sender);
+        }
+        self.queues.get(&peer)
     }
 }
 
@@ -59,8 +87,11 @@ impl Transport for PeerTransport {
     fn send(&mut self, messages: Vec<Message>) {
         for msg in messages {
             let to = msg.to;
-            let Some(queue) = self.queues.get(&to) else {
-                tracing::warn!(to, "no route to peer; message dropped");
+            let Some(queue) = self.queue(to) else {
+                tracing::debug!(
+                    to = format!("{to:x}"),
+                    "no address for peer; message dropped"
+                );
                 continue;
             };
             if queue.try_send(codec::to_wire(msg)).is_err() {
@@ -73,11 +104,18 @@ impl Transport for PeerTransport {
 async fn run_peer(
     cluster_id: u64,
     peer: NodeId,
-    url: String,
+    members: Arc<MemberDirectory>,
     mut queue: mpsc::Receiver<RaftMessage>,
     unreachable: UnreachableReport,
 ) {
     loop {
+        let Some(url) = members.peer_url(peer) else {
+            tracing::debug!(
+                peer = format!("{peer:x}"),
+                "no longer a member; closing its queue"
+            );
+            return;
+        };
         let client = match PeerClient::connect(url.clone()).await {
             Ok(client) => client,
             Err(err) => {
@@ -88,8 +126,17 @@ async fn run_peer(
                 continue;
             }
         };
-        if !stream_to(client, cluster_id, peer, &mut queue).await {
-            return;
+        match stream_to(client, cluster_id, peer, &mut queue).await {
+            StreamEnd::TransportGone => return,
+            StreamEnd::Removed => {
+                tracing::warn!(
+                    peer = format!("{peer:x}"),
+                    "peer says this member was removed from the cluster"
+                );
+                members.mark_self_removed();
+                return;
+            }
+            StreamEnd::Broken => {}
         }
         tracing::debug!(
             peer = format!("{peer:x}"),
@@ -98,6 +145,16 @@ async fn run_peer(
         unreachable(peer);
         tokio::time::sleep(RECONNECT_BACKOFF).await;
     }
+}
+
+/// Why a stream to a peer ended.
+enum StreamEnd {
+    /// It broke; reconnect.
+    Broken,
+    /// The transport was dropped.
+    TransportGone,
+    /// The peer refused us as a removed member.
+    Removed,
 }
 
 /// While a peer cannot be reached, what is queued for it is dropped (Raft
@@ -120,14 +177,13 @@ async fn drop_queued(
     }
 }
 
-/// Streams batches to a connected peer until the stream breaks (true) or
-/// the transport is dropped (false).
+/// Streams batches to a connected peer until the stream ends.
 async fn stream_to(
     mut client: PeerClient<tonic::transport::Channel>,
     cluster_id: u64,
     peer: NodeId,
     queue: &mut mpsc::Receiver<RaftMessage>,
-) -> bool {
+) -> StreamEnd {
     let (batches, outgoing) = mpsc::channel::<Batch>(16);
     let call = client.stream(tokio_stream::wrappers::ReceiverStream::new(outgoing));
     tokio::pin!(call);
@@ -135,12 +191,15 @@ async fn stream_to(
         tokio::select! {
             result = &mut call => {
                 if let Err(status) = result {
+                    if status.code() == tonic::Code::PermissionDenied {
+                        return StreamEnd::Removed;
+                    }
                     tracing::debug!(peer = format!("{peer:x}"), %status, "peer stream failed");
                 }
-                return true;
+                return StreamEnd::Broken;
             }
             first = queue.recv() => {
-                let Some(first) = first else { return false };
+                let Some(first) = first else { return StreamEnd::TransportGone };
                 let mut messages = vec![first];
                 while messages.len() < BATCH_MESSAGES_MAX {
                     match queue.try_recv() {
@@ -149,7 +208,7 @@ async fn stream_to(
                     }
                 }
                 if batches.send(Batch { cluster_id, messages }).await.is_err() {
-                    return true;
+                    return StreamEnd::Broken;
                 }
             }
         }
