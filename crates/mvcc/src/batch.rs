@@ -265,6 +265,11 @@ impl<'t> Batch<'t> {
         crate::store::scan_aux(&self.aux, namespace)
     }
 
+    /// The TTL lease `id` was granted with, if it exists.
+    pub fn lease_ttl(&self, id: i64) -> Result<Option<i64>> {
+        Ok(self.leases.get(id)?.map(|ttl| ttl.value()))
+    }
+
     /// Grants lease `id` with `ttl` seconds.
     pub fn lease_grant(&mut self, id: i64, ttl: i64) -> Result<()> {
         self.require_entry()?;

@@ -78,6 +78,20 @@ pub struct Flags {
     /// Additional URLs to serve `/metrics` and `/health` on.
     #[arg(long)]
     pub listen_metrics_urls: Option<String>,
+    /// Checkpoint leases' time left through Raft, so that a leader change
+    /// does not restart their clocks (on by default, unlike etcd 3.4).
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// How often the leader checkpoints the time left of leases longer
+    /// than this.
+    #[arg(long, default_value = "5m0s")]
+    pub experimental_lease_checkpoint_interval: String,
 }
 
 /// How automatic compaction is scheduled.
@@ -154,6 +168,8 @@ pub struct ServerConfig {
     pub auto_compaction: AutoCompaction,
     /// Extra addresses serving metrics and health.
     pub listen_metrics: Vec<SocketAddr>,
+    /// How often lease time left is checkpointed; zero for never.
+    pub lease_checkpoint_interval: Duration,
 }
 
 /// The backend quota etcd applies when `--quota-backend-bytes` is 0.
@@ -254,6 +270,18 @@ impl ServerConfig {
                 &flags.auto_compaction_mode,
                 &flags.auto_compaction_retention,
             )?,
+            lease_checkpoint_interval: if flags.experimental_enable_lease_checkpoint {
+                parse_duration(&flags.experimental_lease_checkpoint_interval)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "--experimental-lease-checkpoint-interval {:?} is not a positive duration",
+                            flags.experimental_lease_checkpoint_interval
+                        ))
+                    })?
+            } else {
+                Duration::ZERO
+            },
             listen_metrics: match &flags.listen_metrics_urls {
                 Some(urls) => parse_addrs(urls, "--listen-metrics-urls")?,
                 None => Vec::new(),
@@ -406,25 +434,37 @@ fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, 
     }
 }
 
-/// Parses `90s`, `30m`, `1h`, `1h30m`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let value: u64 = number.parse().ok()?;
-        number.clear();
-        total += match c {
-            'h' => value * 3600,
-            'm' => value * 60,
-            's' => value,
+/// Parses a Go duration as etcd's flags take them: `90s`, `1h30m`,
+/// `500ms`, `1.5s`, `5m0s`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "\u{b5}s" => 1e-6,
+            "ns" => 1e-9,
             _ => return None,
         };
+        rest = &rest[unit_len..];
+        total += value * seconds_per_unit;
     }
-    number.is_empty().then_some(Duration::from_secs(total))
+    (!text.is_empty() && total.is_finite()).then(|| Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]
@@ -503,6 +543,8 @@ mod tests {
                 "1h",
             ],
             &["--max-txn-ops", "0"],
+            &["--experimental-lease-checkpoint-interval", "soon"],
+            &["--experimental-lease-checkpoint-interval", "0s"],
         ];
         for args in cases {
             let result = ServerConfig::from_flags(&flags(args));
@@ -533,5 +575,32 @@ mod tests {
             parse_auto_compaction("revision", "1000").expect("valid"),
             AutoCompaction::Revision(1000)
         );
+    }
+
+    #[test]
+    fn durations_take_gos_forms() {
+        let d = |text: &str| parse_duration(text);
+        assert_eq!(d("5m0s"), Some(Duration::from_secs(300)));
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        assert_eq!(d(""), None);
+        assert_eq!(d("5"), None);
+        assert_eq!(d("5x"), None);
+    }
+
+    #[test]
+    fn lease_checkpoints_are_on_by_default_and_can_be_turned_off() {
+        let config = ServerConfig::from_flags(&flags(&[])).expect("defaults");
+        assert_eq!(config.lease_checkpoint_interval, Duration::from_secs(300));
+        let config =
+            ServerConfig::from_flags(&flags(&["--experimental-enable-lease-checkpoint=false"]))
+                .expect("valid");
+        assert_eq!(config.lease_checkpoint_interval, Duration::ZERO);
+        let config =
+            ServerConfig::from_flags(&flags(&["--experimental-lease-checkpoint-interval", "2s"]))
+                .expect("valid");
+        assert_eq!(config.lease_checkpoint_interval, Duration::from_secs(2));
     }
 }

@@ -9,6 +9,7 @@ use raftkv_raft::{ConfChange, ConfState, Index};
 
 use crate::convert;
 use crate::error::NodeError;
+use crate::lease_checkpoint;
 use crate::lessor::Lessor;
 use crate::members::{self, MemberDirectory};
 use crate::node::{Committed, StateMachine};
@@ -142,6 +143,9 @@ impl StateMachine for KvStateMachine {
             match change {
                 LeaseChange::Granted { id, ttl } => self.lessor.granted(id, ttl),
                 LeaseChange::Revoked(id) => self.lessor.revoked(id),
+                LeaseChange::Checkpointed { id, remaining } => {
+                    self.lessor.checkpointed(id, remaining)
+                }
             }
         }
         if members_changed {
@@ -210,6 +214,7 @@ impl KvStateMachine {
 enum LeaseChange {
     Granted { id: i64, ttl: i64 },
     Revoked(i64),
+    Checkpointed { id: i64, remaining: i64 },
 }
 
 /// Applies one replicated request; returns its outcome and its proposal time.
@@ -291,9 +296,18 @@ fn execute(
                 error: String::new(),
             })
         }),
-        Some(Op::LeaseRevoke(req)) => batch.lease_revoke(req.id).map(|_| {
+        Some(Op::LeaseRevoke(req)) => batch.lease_revoke(req.id).and_then(|_| {
+            lease_checkpoint::forget(batch, req.id)?;
             lease_changes.push(LeaseChange::Revoked(req.id));
-            outcome::Result::LeaseRevoke(Default::default())
+            Ok(outcome::Result::LeaseRevoke(Default::default()))
+        }),
+        Some(Op::LeaseCheckpoint(req)) => lease_checkpoint::apply(batch, &req).map(|applied| {
+            lease_changes.extend(
+                applied
+                    .into_iter()
+                    .map(|(id, remaining)| LeaseChange::Checkpointed { id, remaining }),
+            );
+            outcome::Result::LeaseCheckpoint(Default::default())
         }),
         Some(Op::MemberUpdate(req)) => {
             let found = members::update_peer_urls(batch, req.id, req.peer_ur_ls)?;

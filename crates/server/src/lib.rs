@@ -9,7 +9,8 @@
 //!   messages and errors.
 //! - [`peer`]: Raft messages between members over gRPC.
 //! - [`watch`]: the hub that fans applied changes out to watch streams.
-//! - [`lessor`]: lease clocks, kept by the leader only.
+//! - [`lessor`]: lease clocks, kept by the leader only;
+//!   [`lease_checkpoint`]: their time left, replicated.
 //! - [`members`]: the member records, replicated, and their in-memory copy.
 //! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
@@ -20,6 +21,7 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod kv_state;
+pub mod lease_checkpoint;
 pub mod lessor;
 pub mod members;
 pub mod node;

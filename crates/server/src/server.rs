@@ -102,11 +102,15 @@ async fn hand_over_leadership(node: &NodeHandle<Outcome>, timeout: Duration) {
     );
 }
 
-/// Serves the peer protocol on the first peer URL, in the background.
+/// Serves the peer protocol on the first peer URL, in the background, with
+/// the Lease and Cluster services beside it: followers hand the requests
+/// only a leader can answer (keep-alives, promotions) to the leader there,
+/// as the peer URL is known from the moment a member is added.
 fn serve_peers(
     config: &ServerConfig,
-    node: NodeHandle<Outcome>,
-    members: Arc<MemberDirectory>,
+    ctx: &ServiceContext,
+    lessor: Arc<Lessor>,
+    min_lease_ttl: i64,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let Some(&addr) = config.listen_peer.first() else {
         return Err(ServerError::Unsupported("no peer URL to listen on".into()));
@@ -115,13 +119,21 @@ fn serve_peers(
         addr,
         reason: e.to_string(),
     })?;
-    let service = PeerServer::new(PeerService::new(config.cluster_id, node, members))
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let service = PeerServer::new(PeerService::new(
+        config.cluster_id,
+        ctx.node.clone(),
+        ctx.members.clone(),
+    ))
+    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let leases = LeaseServer::new(LeaseService::new(ctx.clone(), lessor, min_lease_ttl));
+    let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
     tracing::info!(%addr, "serving peers");
     Ok(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         if let Err(err) = tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(leases)
+            .add_service(cluster)
             .serve_with_incoming(incoming)
             .await
         {
@@ -200,7 +212,6 @@ pub async fn run(
         transport,
     )?;
     let _ = node_slot.set(node.clone());
-    let peer_listener = serve_peers(&config, node.clone(), members.clone())?;
 
     let ctx = ServiceContext {
         node: node.clone(),
@@ -213,11 +224,13 @@ pub async fn run(
         members: members.clone(),
         cluster_token: config.initial_cluster_token.clone(),
         max_learners: config.max_learners,
+        leader_link: Arc::default(),
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),
         lessor.clone(),
         LEASE_CHECK_INTERVAL,
+        config.lease_checkpoint_interval,
     ));
     let publish = tokio::spawn(publish_self(
         ctx.clone(),
@@ -225,6 +238,7 @@ pub async fn run(
         config.advertise_client_urls.clone(),
     ));
     let min_ttl = min_lease_ttl_seconds(&config);
+    let peer_listener = serve_peers(&config, &ctx, lessor.clone(), min_ttl)?;
     let stop = async {
         tokio::select! {
             () = shutdown => {}

@@ -128,27 +128,13 @@ impl ClusterService {
         &self,
         request: pb::MemberPromoteRequest,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let leader = self.ctx.node.shared().leader_id();
-        if leader == 0 || leader == self.ctx.member_id {
-            return Err(status::from_node(&crate::error::NodeError::NoLeader));
+        if self.ctx.node.shared().leader_id() == self.ctx.member_id {
+            // Leading after all (a change in between): the caller retries.
+            return Err(status::from_node(&crate::error::NodeError::LeaderChanged));
         }
-        let url = self
-            .ctx
-            .members
-            .get(leader)
-            .and_then(|m| m.client_urls.first().cloned())
-            .ok_or_else(|| {
-                Status::unavailable("etcdserver: the leader's client URL is not known yet")
-            })?;
+        let channel = self.ctx.leader_channel()?;
         self.ctx
-            .with_timeout(async {
-                let mut client = ClusterClient::connect(url.clone()).await.map_err(|e| {
-                    Status::unavailable(format!(
-                        "etcdserver: cannot reach the leader at {url}: {e}"
-                    ))
-                })?;
-                client.member_promote(request).await
-            })
+            .with_timeout(async { ClusterClient::new(channel).member_promote(request).await })
             .await
     }
 }

@@ -1,13 +1,14 @@
 //! The Lease service. Grants and revocations go through Raft; keep-alives
 //! and time-to-live are answered by the leader's [`Lessor`], which is the
-//! only member that keeps lease clocks. On a follower they answer
-//! `etcdserver: not leader` (forwarding them to the leader is future work).
+//! only member that keeps lease clocks. A follower hands them to the leader
+//! over the leader's client URL, as etcd's followers do over the peer port.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::lease_server::Lease;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,9 +62,10 @@ impl LeaseService {
 fn follow_leadership(ctx: &ServiceContext, lessor: &Lessor) -> bool {
     let leading_now = ctx.node.shared().leader_id() == ctx.member_id;
     if leading_now && !lessor.is_leading() {
-        match ctx.store.leases() {
-            Ok(leases) => lessor.promote(leases),
-            Err(err) => tracing::error!(%err, "cannot read leases"),
+        let checkpoints = crate::lease_checkpoint::remaining(&ctx.store);
+        match (ctx.store.leases(), checkpoints) {
+            (Ok(leases), Ok(checkpoints)) => lessor.promote(leases, &checkpoints),
+            (Err(err), _) | (_, Err(err)) => tracing::error!(%err, "cannot read leases"),
         }
     } else if !leading_now && lessor.is_leading() {
         lessor.demote();
@@ -71,8 +73,57 @@ fn follow_leadership(ctx: &ServiceContext, lessor: &Lessor) -> bool {
     lessor.is_leading()
 }
 
-fn not_leader() -> Status {
-    Status::failed_precondition("etcdserver: not leader")
+/// Renews a lease on the leader; returns its TTL (0 if unknown or
+/// expired, as etcd answers). A renewal of a checkpointed lease clears the
+/// checkpoint through Raft first, so a new leader cannot resume the lease
+/// from time left it had before this renewal.
+async fn renew_locally(ctx: &ServiceContext, lessor: &Lessor, id: i64) -> Result<i64, Status> {
+    let Some(renewal) = lessor.renew(id) else {
+        return Ok(0);
+    };
+    if renewal.clear_checkpoint {
+        let clear = pb::LeaseCheckpointRequest {
+            checkpoints: vec![pb::LeaseCheckpoint {
+                id,
+                remaining_ttl: 0,
+            }],
+        };
+        let metadata = tonic::metadata::MetadataMap::new();
+        ctx.propose(&metadata, Op::LeaseCheckpoint(clear)).await?;
+    }
+    Ok(renewal.ttl)
+}
+
+/// One keep-alive, answered here if this member leads, else by the leader.
+async fn keep_alive_once(
+    ctx: &ServiceContext,
+    lessor: &Lessor,
+    id: i64,
+) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    if follow_leadership(ctx, lessor) {
+        let ttl = renew_locally(ctx, lessor, id).await?;
+        let revision = ctx
+            .store
+            .current_revision()
+            .map_err(|e| status::from_mvcc(&e))?;
+        return Ok(pb::LeaseKeepAliveResponse {
+            header: ctx.header(revision),
+            id,
+            ttl,
+        });
+    }
+    let channel = ctx.leader_channel()?;
+    ctx.with_timeout(async {
+        let mut answers = LeaseClient::new(channel)
+            .lease_keep_alive(tokio_stream::once(pb::LeaseKeepAliveRequest { id }))
+            .await?
+            .into_inner();
+        answers
+            .message()
+            .await?
+            .ok_or_else(|| Status::unavailable("etcdserver: the leader closed the keep-alive"))
+    })
+    .await
 }
 
 type KeepAliveStream =
@@ -123,25 +174,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        if !follow_leadership(&self.ctx, &self.lessor) {
-            return Err(not_leader());
-        }
         let mut requests = request.into_inner();
         let (out, responses) = mpsc::channel(64);
         let lessor = self.lessor.clone();
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             while let Some(Ok(req)) = requests.next().await {
-                let response = if lessor.is_leading() {
-                    Ok(pb::LeaseKeepAliveResponse {
-                        header: ctx.header(ctx.store.current_revision().unwrap_or(0)),
-                        id: req.id,
-                        // An unknown or expired lease answers TTL 0, as etcd does.
-                        ttl: lessor.renew(req.id).unwrap_or(0),
-                    })
-                } else {
-                    Err(not_leader())
-                };
+                let response = keep_alive_once(&ctx, &lessor, req.id).await;
                 let stop = response.is_err();
                 if out.send(response).await.is_err() || stop {
                     return;
@@ -156,7 +195,12 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         if !follow_leadership(&self.ctx, &self.lessor) {
-            return Err(not_leader());
+            let channel = self.ctx.leader_channel()?;
+            let req = request.into_inner();
+            return self
+                .ctx
+                .with_timeout(async { LeaseClient::new(channel).lease_time_to_live(req).await })
+                .await;
         }
         let req = request.into_inner();
         let revision = self
@@ -216,17 +260,41 @@ impl Lease for LeaseService {
 }
 
 /// Runs the leader's side of leases until the node stops: follows
-/// leadership, and proposes the revocation of every lease whose time is up.
+/// leadership, proposes the revocation of every lease whose time is up, and
+/// checkpoints the time left of long leases every `checkpoint_interval`.
 pub async fn run_expiry(
     ctx: ServiceContext,
     lessor: Arc<Lessor>,
     check_every: std::time::Duration,
+    checkpoint_interval: std::time::Duration,
 ) {
     let mut interval = tokio::time::interval(check_every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        follow_leadership(&ctx, &lessor);
+        if !follow_leadership(&ctx, &lessor) {
+            continue;
+        }
+        if !checkpoint_interval.is_zero() {
+            let due = lessor.take_checkpoints(checkpoint_interval);
+            if !due.is_empty() {
+                let checkpoints = due
+                    .into_iter()
+                    .map(|(id, remaining_ttl)| pb::LeaseCheckpoint { id, remaining_ttl })
+                    .collect();
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let request = pb::LeaseCheckpointRequest { checkpoints };
+                    let metadata = tonic::metadata::MetadataMap::new();
+                    // A lost checkpoint only means the next one comes an
+                    // interval later.
+                    if let Err(status) = ctx.propose(&metadata, Op::LeaseCheckpoint(request)).await
+                    {
+                        tracing::debug!(%status, "lease checkpoint not committed");
+                    }
+                });
+            }
+        }
         for id in lessor.take_expired(ctx.request_timeout) {
             let ctx = ctx.clone();
             let lessor = lessor.clone();

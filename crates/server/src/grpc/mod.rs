@@ -49,6 +49,9 @@ pub struct ServiceContext {
     pub cluster_token: String,
     /// Most learners MemberAdd lets in.
     pub max_learners: u32,
+    /// A connection to the leader, for the requests only the leader can
+    /// answer (lease keep-alives, time-to-live, promotions).
+    pub leader_link: Arc<std::sync::Mutex<Option<(u64, tonic::transport::Channel)>>>,
 }
 
 impl ServiceContext {
@@ -107,6 +110,37 @@ impl ServiceContext {
             ));
         }
         Ok(outcome)
+    }
+
+    /// A channel to the current leader's Lease and Cluster services (on its
+    /// peer URL), when this member is not the leader. Reused while the
+    /// leader stays the same.
+    pub fn leader_channel(&self) -> Result<tonic::transport::Channel, tonic::Status> {
+        let leader = self.node.shared().leader_id();
+        if leader == 0 {
+            return Err(crate::status::from_node(&crate::error::NodeError::NoLeader));
+        }
+        let mut link = self
+            .leader_link
+            .lock()
+            .map_err(|_| tonic::Status::internal("etcdserver: leader link poisoned"))?;
+        if let Some((id, channel)) = link.as_ref() {
+            if *id == leader {
+                return Ok(channel.clone());
+            }
+        }
+        // The peer URL is known from the moment a member is added (client
+        // URLs only once it has published them); members serve the lease
+        // and cluster services there for exactly this hand-over.
+        let url = self.members.peer_url(leader).ok_or_else(|| {
+            tonic::Status::unavailable("etcdserver: the leader's address is not known yet")
+        })?;
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| tonic::Status::unavailable(format!("etcdserver: leader URL {url}: {e}")))?
+            .connect_timeout(self.request_timeout)
+            .connect_lazy();
+        *link = Some((leader, channel.clone()));
+        Ok(channel)
     }
 
     /// A response header as etcd fills it.
