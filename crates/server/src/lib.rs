@@ -1,6 +1,7 @@
 //! The raftkv server: etcd's v3 API on a Raft cluster.
 //!
 //! - [`config`]: etcd's flags, defaults and validation.
+//! - [`compactor`]: automatic compaction on the leader.
 //! - [`node`]: the driver thread that runs the Raft Ready loop over the
 //!   write-ahead log and the state machine.
 //! - [`kv_state`]: the replicated state machine over the MVCC store, with
@@ -16,6 +17,7 @@
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
 
+pub mod compactor;
 pub mod config;
 pub mod convert;
 pub mod error;

@@ -232,6 +232,7 @@ pub async fn run(
         LEASE_CHECK_INTERVAL,
         config.lease_checkpoint_interval,
     ));
+    let compactor = tokio::spawn(crate::compactor::run(ctx.clone(), config.auto_compaction));
     let publish = tokio::spawn(publish_self(
         ctx.clone(),
         config.name.clone(),
@@ -250,6 +251,7 @@ pub async fn run(
     let served = serve_clients(&config, ctx, hub, lessor, min_ttl, stop).await;
     expiry.abort();
     publish.abort();
+    compactor.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
