@@ -7,6 +7,7 @@ use prost::Message as _;
 use raftkv_mvcc::{Batch, MvccError, Store};
 use raftkv_raft::{ConfChange, ConfState, Index};
 
+use crate::alarm;
 use crate::convert;
 use crate::error::NodeError;
 use crate::lessor::Lessor;
@@ -16,7 +17,7 @@ use crate::status;
 use crate::watch::WatchHub;
 
 /// Namespace of the exactly-once table in the store's aux records.
-const OUTCOMES: &str = "outcome";
+pub(crate) const OUTCOMES: &str = "outcome";
 /// Outcomes kept per client: a client may have this many writes in flight
 /// and still retry each of them exactly once.
 pub const OUTCOMES_PER_CLIENT: u64 = 64;
@@ -32,6 +33,9 @@ pub struct KvStateMachine {
     applied: Index,
     outcome_ttl_ms: u64,
     since_sweep: u64,
+    /// Whether some member's NOSPACE alarm is raised (see [`crate::alarm`]): replicated
+    /// state, cached because every write consults it.
+    nospace: bool,
 }
 
 impl KvStateMachine {
@@ -43,6 +47,7 @@ impl KvStateMachine {
         outcome_ttl_ms: u64,
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
+        let nospace = alarm::any_nospace(&alarm::list(&store).map_err(fatal)?);
         Ok(Self {
             store,
             hub,
@@ -50,6 +55,7 @@ impl KvStateMachine {
             applied,
             outcome_ttl_ms,
             since_sweep: 0,
+            nospace,
         })
     }
 }
@@ -97,10 +103,13 @@ impl StateMachine for KvStateMachine {
         let ttl_ms = self.outcome_ttl_ms;
         let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
         let mut lease_changes = Vec::new();
+        let nospace = &mut self.nospace;
+        let nospace_before = *nospace;
         let (outcomes, revision, events) = self
             .store
             .apply(|batch| {
                 lease_changes.clear();
+                *nospace = nospace_before;
                 batch.record_events();
                 let mut outcomes = Vec::with_capacity(proposals.len());
                 let mut clock_ms = 0;
@@ -110,7 +119,8 @@ impl StateMachine for KvStateMachine {
                         outcomes.push(Outcome::default());
                         continue;
                     }
-                    let (outcome, at_ms) = apply_one(batch, proposal.payload, &mut lease_changes)?;
+                    let (outcome, at_ms) =
+                        apply_one(batch, proposal.payload, &mut lease_changes, nospace)?;
                     clock_ms = clock_ms.max(at_ms);
                     outcomes.push(outcome);
                 }
@@ -172,6 +182,7 @@ impl StateMachine for KvStateMachine {
     fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError> {
         let meta = self.store.install_snapshot(image).map_err(fatal)?;
         self.applied = meta.applied.index;
+        self.nospace = alarm::any_nospace(&alarm::list(&self.store).map_err(fatal)?);
         Ok(self.applied)
     }
 }
@@ -197,6 +208,7 @@ fn apply_one(
     batch: &mut Batch<'_>,
     payload: &[u8],
     lease_changes: &mut Vec<LeaseChange>,
+    nospace: &mut bool,
 ) -> Result<(Outcome, u64), MvccError> {
     let request = match ReplicatedRequest::decode(payload) {
         Ok(request) => request,
@@ -223,7 +235,7 @@ fn apply_one(
             }
         }
     }
-    let outcome = execute(batch, request.op, lease_changes)?;
+    let outcome = execute(batch, request.op, lease_changes, nospace)?;
     if let Some(slot) = &slot {
         batch.aux_put(
             OUTCOMES,
@@ -234,13 +246,28 @@ fn apply_one(
     Ok((outcome, at_ms))
 }
 
+/// True for the operations refused while NOSPACE is raised: those that make
+/// the store grow (etcd's capped applier). A txn counts if any of its ops is
+/// not a read, whichever branch would run.
+fn grows_store(op: &Op) -> bool {
+    match op {
+        Op::Put(_) | Op::LeaseGrant(_) => true,
+        Op::Txn(txn) => !convert::txn_from_pb(txn).is_ok_and(|t| raftkv_mvcc::is_read_only(&t)),
+        Op::DeleteRange(_) | Op::Compaction(_) | Op::LeaseRevoke(_) | Op::Alarm(_) => false,
+    }
+}
+
 /// Runs the operation; request errors become error outcomes, store failures
 /// stop the batch.
 fn execute(
     batch: &mut Batch<'_>,
     op: Option<Op>,
     lease_changes: &mut Vec<LeaseChange>,
+    nospace: &mut bool,
 ) -> Result<Outcome, MvccError> {
+    if *nospace && op.as_ref().is_some_and(grows_store) {
+        return Ok(Outcome::error(batch.current_revision(), &alarm::no_space()));
+    }
     let result = match op {
         Some(Op::Put(req)) => batch
             .put(&convert::put_from_pb(&req))
@@ -272,6 +299,10 @@ fn execute(
         Some(Op::LeaseRevoke(req)) => batch.lease_revoke(req.id).map(|_| {
             lease_changes.push(LeaseChange::Revoked(req.id));
             outcome::Result::LeaseRevoke(Default::default())
+        }),
+        Some(Op::Alarm(req)) => alarm::apply(batch, &req).and_then(|resp| {
+            *nospace = alarm::any_nospace(&alarm::list_in(batch)?);
+            Ok(outcome::Result::Alarm(resp))
         }),
         None => {
             let status = tonic::Status::invalid_argument("etcdserver: empty request");

@@ -23,7 +23,7 @@ pub struct ReplicatedRequest {
     #[prost(uint64, tag = "3")]
     pub proposed_at_ms: u64,
     /// The operation.
-    #[prost(oneof = "replicated_request::Op", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "replicated_request::Op", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub op: Option<replicated_request::Op>,
 }
 
@@ -52,6 +52,9 @@ pub mod replicated_request {
         /// A lease revocation, by a client or by expiry.
         #[prost(message, tag = "15")]
         LeaseRevoke(pb::LeaseRevokeRequest),
+        /// An alarm raised or cleared (ACTIVATE or DEACTIVATE).
+        #[prost(message, tag = "16")]
+        Alarm(pb::AlarmRequest),
     }
 }
 
@@ -62,7 +65,7 @@ pub struct Outcome {
     #[prost(int64, tag = "1")]
     pub revision: i64,
     /// The response or the error.
-    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 14, 15, 20")]
+    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 14, 15, 16, 20")]
     pub result: Option<outcome::Result>,
 }
 
@@ -91,6 +94,9 @@ pub mod outcome {
         /// A lease revocation's response.
         #[prost(message, tag = "15")]
         LeaseRevoke(pb::LeaseRevokeResponse),
+        /// An alarm change's response: the alarm that changed, if any.
+        #[prost(message, tag = "16")]
+        Alarm(pb::AlarmResponse),
         /// The request failed as etcd would answer it.
         #[prost(message, tag = "20")]
         Error(super::ErrorOutcome),

@@ -60,6 +60,11 @@ pub enum ServerError {
     },
 }
 
+/// The member's folder inside the data directory (as etcd's layout).
+pub const MEMBER_DIR: &str = "member";
+/// The key-value store's file inside the member folder.
+pub const STORE_FILE: &str = "kv.redb";
+
 /// Entries kept below a compaction point for followers that lag a little
 /// (etcd keeps 5000; never more than `--snapshot-count` here).
 const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
@@ -140,13 +145,13 @@ pub async fn run(
             "--initial-cluster-state existing needs MemberAdd, which is not built yet".into(),
         ));
     }
-    let member_dir = config.data_dir.join("member");
+    let member_dir = config.data_dir.join(MEMBER_DIR);
     std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir {
         path: member_dir.clone(),
         source,
     })?;
     check_identity(&member_dir, &config)?;
-    let mut store_config = raftkv_mvcc::Config::new(member_dir.join("kv.redb"));
+    let mut store_config = raftkv_mvcc::Config::new(member_dir.join(STORE_FILE));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     let store = Arc::new(Store::open(store_config)?);
     let hub = WatchHub::new();
@@ -223,15 +228,21 @@ pub async fn run(
         max_txn_ops: config.max_txn_ops,
         request_timeout: Duration::from_secs(5) + config.tick * config.election_ticks * 2,
         members: Arc::new(members),
+        quota_backend_bytes: config.quota_backend_bytes,
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),
         lessor.clone(),
         LEASE_CHECK_INTERVAL,
     ));
+    let quota_monitor = tokio::spawn(crate::alarm::run_quota_monitor(
+        ctx.clone(),
+        crate::alarm::QUOTA_CHECK_INTERVAL,
+    ));
     let min_ttl = min_lease_ttl_seconds(&config);
     let served = serve_clients(&config, ctx, hub, lessor, min_ttl, shutdown).await;
     expiry.abort();
+    quota_monitor.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
@@ -248,16 +259,27 @@ pub async fn run(
     served
 }
 
+/// The identity record of a member's data directory.
+pub(crate) fn identity_text(member_id: u64, cluster_id: u64) -> String {
+    format!("member_id={member_id:x}\ncluster_id={cluster_id:x}\n")
+}
+
+/// Writes the identity record durably (temporary name, fsync, rename).
+pub(crate) fn write_identity(member_dir: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = member_dir.join("identity.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+    std::fs::rename(&tmp, member_dir.join("identity"))?;
+    std::fs::File::open(member_dir).and_then(|d| d.sync_all())
+}
+
 /// Records which member of which cluster a data directory belongs to, and
 /// refuses to start on a directory of another member: flags that describe a
 /// different member (other peer URLs, name or token) would otherwise start a
 /// node that is not in its own configuration and never serves.
 fn check_identity(member_dir: &std::path::Path, config: &ServerConfig) -> Result<(), ServerError> {
     let path = member_dir.join("identity");
-    let mine = format!(
-        "member_id={:x}\ncluster_id={:x}\n",
-        config.member_id, config.cluster_id
-    );
+    let mine = identity_text(config.member_id, config.cluster_id);
     match std::fs::read_to_string(&path) {
         Ok(found) if found == mine => Ok(()),
         Ok(found) => Err(ServerError::Unsupported(format!(
@@ -267,21 +289,8 @@ fn check_identity(member_dir: &std::path::Path, config: &ServerConfig) -> Result
             config.member_id,
             config.cluster_id
         ))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let io = |source| ServerError::DataDir {
-                path: path.clone(),
-                source,
-            };
-            let tmp = member_dir.join("identity.tmp");
-            std::fs::write(&tmp, &mine).map_err(io)?;
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            std::fs::File::open(member_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => write_identity(member_dir, &mine)
+            .map_err(|source| ServerError::DataDir { path, source }),
         Err(source) => Err(ServerError::DataDir { path, source }),
     }
 }

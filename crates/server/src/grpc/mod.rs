@@ -1,8 +1,8 @@
 //! etcd's v3 gRPC services.
 //!
 //! - [`kv`] serves Range, Put, DeleteRange, Txn and Compact.
-//! - [`maintenance`] serves Status, HashKV, MoveLeader and Alarm (the other
-//!   maintenance calls answer Unimplemented until they land).
+//! - [`maintenance`] serves Status, Alarm, Defragment, Hash, HashKV, Snapshot
+//!   and MoveLeader (Downgrade answers Unimplemented).
 //! - [`cluster`] serves MemberList.
 //! - [`watch`] serves Watch.
 //! - [`lease`] serves Lease; expiry runs on the leader.
@@ -44,6 +44,8 @@ pub struct ServiceContext {
     pub request_timeout: Duration,
     /// The members, for MemberList.
     pub members: Arc<Vec<cluster::MemberInfo>>,
+    /// Store file size at which writes are refused and NOSPACE raised.
+    pub quota_backend_bytes: u64,
 }
 
 impl ServiceContext {
