@@ -165,3 +165,42 @@ fn rebasing_a_restored_store_resets_the_raft_position_and_drops_records() {
     assert_eq!(t.get("k").unwrap().mod_revision, 2);
     assert_eq!(t.s().current_revision().unwrap(), 2);
 }
+
+/// The figure quoted in docs/known-issues.md: defragmenting a store of about 100 MB after
+/// half of it was deleted and compacted. Slow (it writes a few hundred MB), so it runs only
+/// when asked: `cargo test --release -p raftkv-mvcc --test maintenance -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn defragment_of_about_100_mb() {
+    let t = TestStore::new();
+    let value = "y".repeat(16 * 1024);
+    for round in 0..30 {
+        t.s()
+            .apply(|b| {
+                for k in 0..100 {
+                    let idx = t.index.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert!(b.begin_entry(idx, 1));
+                    b.put(&put_req(&format!("key{round:03}-{k:03}"), &value))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let usage = t.s().disk_usage().unwrap();
+    let full = t.s().defragment().unwrap();
+    println!(
+        "full store: {} stored bytes; defragment {} -> {} bytes in {:?}",
+        usage.stored_bytes, full.before_bytes, full.after_bytes, full.elapsed
+    );
+    t.del("key000", "key015");
+    let rev = t.s().current_revision().unwrap();
+    t.entry(|b| b.compact(rev)).unwrap();
+    let half = t.s().defragment().unwrap();
+    println!(
+        "after deleting half and compacting: defragment {} -> {} bytes in {:?}",
+        half.before_bytes, half.after_bytes, half.elapsed
+    );
+    assert!(half.after_bytes < half.before_bytes);
+    assert_eq!(t.range("key", "kez").count, 1500);
+}
