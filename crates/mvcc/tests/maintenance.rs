@@ -97,10 +97,12 @@ fn writes_racing_a_defragmentation_are_all_kept() {
     while t.s().current_revision().unwrap() < 620 {
         std::thread::yield_now();
     }
-    let report = t.s().defragment().unwrap();
+    // A race is likely on every run but not certain (the writer fsyncs each put): try a
+    // bounded number of times.
+    let raced = (0..20).any(|_| t.s().defragment().unwrap().stopped_writes);
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().unwrap();
-    assert!(report.stopped_writes, "the writer raced the first copy");
+    assert!(raced, "the writer raced a first copy");
     assert_eq!(t.range("race", "racf").count as u64, written);
 }
 
