@@ -11,6 +11,8 @@
 //! - `txn`: txn validation, compares and execution;
 //! - `compaction`: dropping history;
 //! - [`snapshot`]: streaming a full snapshot out and installing one;
+//! - [`defrag`]: rebuilding the file without its free space, online;
+//! - [`hash`]: a checksum of the whole content (etcd's Hash);
 //! - [`store`]: open, commit policy and crash semantics, read entry points;
 //! - [`error`]: [`MvccError`], with etcd's exact messages.
 //!
@@ -33,7 +35,9 @@
 
 pub mod batch;
 mod compaction;
+pub mod defrag;
 pub mod error;
+pub mod hash;
 pub mod key_range;
 mod layout;
 mod read;
@@ -43,7 +47,9 @@ mod txn;
 pub mod types;
 
 pub use batch::Batch;
+pub use defrag::DefragReport;
 pub use error::{MvccError, Result};
+pub use hash::StoreHash;
 pub use key_range::{prefix_range_end, KeyRange};
 pub use snapshot::{SnapshotMeta, SnapshotReader};
 pub use store::{Config, DiskUsage, Store};

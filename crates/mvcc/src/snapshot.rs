@@ -194,8 +194,25 @@ impl Read for SnapshotReader {
 impl Store {
     /// Starts a snapshot of the last committed state. Writes may go on while it is read.
     pub fn snapshot(&self) -> Result<SnapshotReader> {
-        let txn = self.db.begin_read()?;
-        let t = self.read_tables_in(&txn)?;
+        let txn = self.db().begin_read()?;
+        self.snapshot_in(&txn)
+    }
+
+    /// Starts a snapshot of the last committed state and measures it: the reader and the
+    /// exact number of bytes it will yield. Both come from one read transaction, so the
+    /// count is exact however writes go on meanwhile. Measuring reads the whole state once
+    /// (without keeping it), before streaming reads it again.
+    pub fn snapshot_sized(&self) -> Result<(SnapshotReader, u64)> {
+        let txn = self.db().begin_read()?;
+        let mut total = 0u64;
+        for chunk in self.snapshot_in(&txn)? {
+            total += chunk?.len() as u64;
+        }
+        Ok((self.snapshot_in(&txn)?, total))
+    }
+
+    fn snapshot_in(&self, txn: &redb::ReadTransaction) -> Result<SnapshotReader> {
+        let t = self.read_tables_in(txn)?;
         let hist: ReadOnlyTable<HistKey, &'static [u8]> = txn.open_table(HIST)?;
         let leases: ReadOnlyTable<i64, i64> = txn.open_table(LEASES)?;
         let aux: ReadOnlyTable<(&'static str, &'static [u8]), &'static [u8]> =
@@ -248,7 +265,8 @@ impl Store {
         if &magic != MAGIC {
             return Err(MvccError::Corruption("snapshot: bad magic".into()));
         }
-        let mut txn = self.db.begin_write()?;
+        let _gate = self.write_gate();
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate);
         txn.delete_table(HIST)?;
         txn.delete_table(LIVE)?;
@@ -259,12 +277,43 @@ impl Store {
         txn.delete_table(META)?;
         let meta = install_frames(&txn, &mut r)?;
         txn.commit()?;
+        self.bump_generation();
         tracing::info!(
             revision = meta.revision,
             applied_index = meta.applied.index,
             "snapshot installed"
         );
         Ok(meta)
+    }
+}
+
+impl Store {
+    /// Prepares a store restored from a snapshot to found a new cluster: forgets the applied
+    /// raft position (index and term 0, since the new cluster's log starts empty and its
+    /// entries must all apply) and drops the server records of `namespaces` (state that
+    /// belonged to the old cluster). Revisions, history and leases are kept. Durable.
+    pub fn rebase_for_new_cluster(&self, namespaces: &[&str]) -> Result<()> {
+        let _gate = self.write_gate();
+        let mut txn = self.db().begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_APPLIED_INDEX, 0)?;
+            meta.insert(META_APPLIED_TERM, 0)?;
+            let mut aux = txn.open_table(AUX)?;
+            for namespace in namespaces {
+                let keys: Vec<Vec<u8>> = crate::store::scan_aux(&aux, namespace)?
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                for key in &keys {
+                    aux.remove((*namespace, key.as_slice()))?;
+                }
+            }
+        }
+        txn.commit()?;
+        self.bump_generation();
+        Ok(())
     }
 }
 

@@ -28,6 +28,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
 
@@ -112,17 +113,37 @@ impl ReadTables {
 }
 
 /// The MVCC key-value store. `Send + Sync`: reads may run from any thread while one thread
-/// applies; writers (apply, sync, install) are serialized by redb.
+/// applies; writers (apply, sync, install, the swap at the end of a defragmentation) are
+/// serialized by the store's write gate.
 pub struct Store {
-    pub(crate) db: Database,
+    /// The open database. Behind a lock only so [`Store::defragment`] can swap in a rebuilt
+    /// file; every other user clones the `Arc` and lets go of the lock at once. A read
+    /// transaction begun on a replaced database stays valid (redb keeps the file open for
+    /// it), so reads that straddle a swap still see one consistent state.
+    db: RwLock<Arc<Database>>,
     pub(crate) config: Config,
     batches_since_durable: AtomicU64,
+    /// Held by every writer for the whole of its transaction, and by a defragmentation
+    /// while it checks for (or shuts out) concurrent writes and swaps the file.
+    write_gate: Mutex<()>,
+    /// Bumped by every commit that changes the content (apply, install), under the gate:
+    /// a defragmentation copied without stopping writers is valid only if it did not move.
+    generation: AtomicU64,
+    /// One defragmentation at a time.
+    pub(crate) defrag_gate: Mutex<()>,
+}
+
+/// Locks a mutex that guards no data of its own: a panic while it was held leaves nothing
+/// inconsistent behind it, so poisoning is ignored.
+pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Store {
     /// Opens (or creates) the store. A new store is at revision 1 with applied index 0.
     pub fn open(config: Config) -> Result<Store> {
         config.validate()?;
+        crate::defrag::remove_leftover(&config.path)?;
         let db = Database::builder()
             .set_cache_size(config.cache_size_bytes)
             .create(&config.path)?;
@@ -144,9 +165,12 @@ impl Store {
         }
         txn.commit()?;
         let store = Store {
-            db,
+            db: RwLock::new(Arc::new(db)),
             config,
             batches_since_durable: AtomicU64::new(0),
+            write_gate: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            defrag_gate: Mutex::new(()),
         };
         let t = store.read_tables()?;
         tracing::info!(
@@ -164,15 +188,49 @@ impl Store {
         &self.config
     }
 
+    /// The database in use now.
+    pub(crate) fn db(&self) -> Arc<Database> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the database (defragmentation); the caller holds the write gate.
+    pub(crate) fn swap_db(&self, fresh: Database) {
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *db = Arc::new(fresh);
+        self.batches_since_durable.store(0, Ordering::Release);
+    }
+
+    /// Shuts writers out until the guard is dropped.
+    pub(crate) fn write_gate(&self) -> MutexGuard<'_, ()> {
+        lock(&self.write_gate)
+    }
+
+    /// How many content-changing commits were made (read under the write gate to be exact).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Records a content-changing commit; called with the write gate held.
+    pub(crate) fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Applies one batch of raft entries in one redb transaction. `f` calls
     /// [`Batch::begin_entry`] for each entry and then its requests; request errors returned by
     /// the batch methods answer that request only and the batch goes on. Returning `Err` from
     /// `f` discards the whole batch, and so does any fatal (storage) error, even if `f`
     /// swallowed it.
     pub fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<R> {
+        let _gate = self.write_gate();
         let n = self.batches_since_durable.fetch_add(1, Ordering::AcqRel) + 1;
         let durable = n >= self.config.durable_every_batches;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -188,6 +246,7 @@ impl Store {
         match out {
             Ok(out) => {
                 txn.commit()?;
+                self.bump_generation();
                 if durable {
                     self.batches_since_durable.store(0, Ordering::Release);
                 }
@@ -203,7 +262,8 @@ impl Store {
     /// Makes every applied batch durable (one fsynced commit) and returns the applied index,
     /// which is from now on safe to truncate the raft log up to.
     pub fn sync(&self) -> Result<AppliedIndex> {
-        let mut txn = self.db.begin_write()?;
+        let _gate = self.write_gate();
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate);
         let applied = {
             let meta = txn.open_table(META)?;
@@ -223,10 +283,10 @@ impl Store {
     }
 
     pub(crate) fn read_tables(&self) -> Result<ReadTables> {
-        Self::tables_in(&self.db.begin_read()?)
+        Self::tables_in(&self.db().begin_read()?)
     }
 
-    fn tables_in(txn: &redb::ReadTransaction) -> Result<ReadTables> {
+    pub(crate) fn tables_in(txn: &redb::ReadTransaction) -> Result<ReadTables> {
         let meta = txn.open_table(META)?;
         Ok(ReadTables {
             hist: txn.open_table(HIST)?,
@@ -262,7 +322,7 @@ impl Store {
 
     /// The kv of one key at the latest revision (the fast path: one table, one lookup).
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let live = txn.open_table(LIVE)?;
         match live.get(key)? {
             Some(g) => Ok(Some(crate::layout::decode_live(key, g.value(), true)?)),
@@ -284,7 +344,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<crate::types::Event>> {
         use crate::types::{Event, EventKind};
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = Self::tables_in(&txn)?;
         if start_revision <= t.compact {
             return Err(MvccError::Compacted);
@@ -381,7 +441,7 @@ impl Store {
 
     /// All granted leases as (id, ttl seconds), by id.
     pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(LEASES)?;
         let mut out = Vec::new();
         for e in t.iter()? {
@@ -393,7 +453,7 @@ impl Store {
 
     /// The keys attached to lease `id`, in key order.
     pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let t = txn.open_table(LEASE_KEYS)?;
         let lo: (i64, &[u8]) = (id, &[]);
         let mut out = Vec::new();
@@ -437,10 +497,16 @@ pub struct DiskUsage {
 }
 
 impl Store {
+    /// Length of the store's file: what etcd's quota and `dbSize` measure. A stat, cheap
+    /// enough for every write request.
+    pub fn file_bytes(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.config.path)?.len())
+    }
+
     /// Space used on disk, per redb's table statistics.
     pub fn disk_usage(&self) -> Result<DiskUsage> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let mut u = DiskUsage {
             file_bytes: std::fs::metadata(&self.config.path)?.len(),
             ..DiskUsage::default()
@@ -490,7 +556,7 @@ where
 impl Store {
     /// Every server record of `namespace`, as last committed.
     pub fn aux_scan(&self, namespace: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         scan_aux(&txn.open_table(crate::layout::AUX)?, namespace)
     }
 }

@@ -7,6 +7,7 @@ use prost::Message as _;
 use raftkv_mvcc::{Batch, MvccError, Store};
 use raftkv_raft::{ConfChange, ConfState, Index};
 
+use crate::alarm;
 use crate::convert;
 use crate::error::NodeError;
 use crate::lease_checkpoint;
@@ -18,7 +19,7 @@ use crate::status;
 use crate::watch::WatchHub;
 
 /// Namespace of the exactly-once table in the store's aux records.
-const OUTCOMES: &str = "outcome";
+pub(crate) const OUTCOMES: &str = "outcome";
 /// Outcomes kept per client: a client may have this many writes in flight
 /// and still retry each of them exactly once.
 pub const OUTCOMES_PER_CLIENT: u64 = 64;
@@ -35,6 +36,9 @@ pub struct KvStateMachine {
     outcome_ttl_ms: u64,
     since_sweep: u64,
     members: Arc<MemberDirectory>,
+    /// Whether some member's NOSPACE alarm is raised (see [`crate::alarm`]): replicated
+    /// state, cached because every write consults it.
+    nospace: bool,
 }
 
 impl KvStateMachine {
@@ -49,6 +53,7 @@ impl KvStateMachine {
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
         members.load(&store).map_err(fatal)?;
+        let nospace = alarm::any_nospace(&alarm::list(&store).map_err(fatal)?);
         Ok(Self {
             members,
             store,
@@ -57,6 +62,7 @@ impl KvStateMachine {
             applied,
             outcome_ttl_ms,
             since_sweep: 0,
+            nospace,
         })
     }
 }
@@ -105,11 +111,14 @@ impl StateMachine for KvStateMachine {
         let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
         let mut lease_changes = Vec::new();
         let mut members_changed = false;
+        let nospace = &mut self.nospace;
+        let nospace_before = *nospace;
         let (outcomes, revision, events) = self
             .store
             .apply(|batch| {
                 lease_changes.clear();
                 members_changed = false;
+                *nospace = nospace_before;
                 batch.record_events();
                 let mut outcomes = Vec::with_capacity(proposals.len());
                 let mut clock_ms = 0;
@@ -124,6 +133,7 @@ impl StateMachine for KvStateMachine {
                         proposal.payload,
                         &mut lease_changes,
                         &mut members_changed,
+                        nospace,
                     )?;
                     clock_ms = clock_ms.max(at_ms);
                     outcomes.push(outcome);
@@ -196,6 +206,7 @@ impl StateMachine for KvStateMachine {
         let meta = self.store.install_snapshot(image).map_err(fatal)?;
         self.members.load(&self.store).map_err(fatal)?;
         self.applied = meta.applied.index;
+        self.nospace = alarm::any_nospace(&alarm::list(&self.store).map_err(fatal)?);
         Ok(self.applied)
     }
 }
@@ -223,6 +234,7 @@ fn apply_one(
     payload: &[u8],
     lease_changes: &mut Vec<LeaseChange>,
     members_changed: &mut bool,
+    nospace: &mut bool,
 ) -> Result<(Outcome, u64), MvccError> {
     let request = match ReplicatedRequest::decode(payload) {
         Ok(request) => request,
@@ -250,7 +262,7 @@ fn apply_one(
         }
     }
     *members_changed |= matches!(request.op, Some(Op::MemberUpdate(_) | Op::MemberPublish(_)));
-    let outcome = execute(batch, request.op, lease_changes)?;
+    let outcome = execute(batch, request.op, lease_changes, nospace)?;
     if let Some(slot) = &slot {
         batch.aux_put(
             OUTCOMES,
@@ -261,13 +273,36 @@ fn apply_one(
     Ok((outcome, at_ms))
 }
 
+/// True for the operations refused while NOSPACE is raised: those that make
+/// the store grow (etcd's capped applier). A txn counts if any of its ops is
+/// not a read, whichever branch would run.
+fn grows_store(op: &Op) -> bool {
+    match op {
+        Op::Put(_) | Op::LeaseGrant(_) => true,
+        Op::Txn(txn) => !convert::txn_from_pb(txn).is_ok_and(|t| raftkv_mvcc::is_read_only(&t)),
+        // Membership and lease bookkeeping must go on so an operator can
+        // repair the cluster.
+        Op::DeleteRange(_)
+        | Op::Compaction(_)
+        | Op::LeaseRevoke(_)
+        | Op::Alarm(_)
+        | Op::MemberUpdate(_)
+        | Op::MemberPublish(_)
+        | Op::LeaseCheckpoint(_) => false,
+    }
+}
+
 /// Runs the operation; request errors become error outcomes, store failures
 /// stop the batch.
 fn execute(
     batch: &mut Batch<'_>,
     op: Option<Op>,
     lease_changes: &mut Vec<LeaseChange>,
+    nospace: &mut bool,
 ) -> Result<Outcome, MvccError> {
+    if *nospace && op.as_ref().is_some_and(grows_store) {
+        return Ok(Outcome::error(batch.current_revision(), &alarm::no_space()));
+    }
     let result = match op {
         Some(Op::Put(req)) => batch
             .put(&convert::put_from_pb(&req))
@@ -317,6 +352,10 @@ fn execute(
             let found = members::publish(batch, member.id, member.name, member.client_urls)?;
             return Ok(member_outcome(batch, found));
         }
+        Some(Op::Alarm(req)) => alarm::apply(batch, &req).and_then(|resp| {
+            *nospace = alarm::any_nospace(&alarm::list_in(batch)?);
+            Ok(outcome::Result::Alarm(resp))
+        }),
         None => {
             let status = tonic::Status::invalid_argument("etcdserver: empty request");
             return Ok(Outcome::error(batch.current_revision(), &status));

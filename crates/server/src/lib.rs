@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: etcd's flags, defaults and validation.
 //! - [`compactor`]: automatic compaction on the leader.
+//! - [`alarm`]: the replicated alarm list and the backend quota (NOSPACE).
+//! - [`snapshot_file`]: verifying a saved Maintenance snapshot and restoring
+//!   it into a new data directory.
 //! - [`node`]: the driver thread that runs the Raft Ready loop over the
 //!   write-ahead log and the state machine.
 //! - [`kv_state`]: the replicated state machine over the MVCC store, with
@@ -17,6 +20,7 @@
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
 
+pub mod alarm;
 pub mod compactor;
 pub mod config;
 pub mod convert;
@@ -30,5 +34,6 @@ pub mod node;
 pub mod peer;
 pub mod replicated;
 pub mod server;
+pub mod snapshot_file;
 pub mod status;
 pub mod watch;

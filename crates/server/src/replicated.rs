@@ -25,7 +25,7 @@ pub struct ReplicatedRequest {
     /// The operation.
     #[prost(
         oneof = "replicated_request::Op",
-        tags = "10, 11, 12, 13, 14, 15, 30, 31, 32"
+        tags = "10, 11, 12, 13, 14, 15, 16, 30, 31, 32"
     )]
     pub op: Option<replicated_request::Op>,
 }
@@ -55,6 +55,9 @@ pub mod replicated_request {
         /// A lease revocation, by a client or by expiry.
         #[prost(message, tag = "15")]
         LeaseRevoke(pb::LeaseRevokeRequest),
+        /// An alarm raised or cleared (ACTIVATE or DEACTIVATE).
+        #[prost(message, tag = "16")]
+        Alarm(pb::AlarmRequest),
         /// New peer URLs for a member.
         #[prost(message, tag = "30")]
         MemberUpdate(pb::MemberUpdateRequest),
@@ -74,7 +77,10 @@ pub struct Outcome {
     #[prost(int64, tag = "1")]
     pub revision: i64,
     /// The response or the error.
-    #[prost(oneof = "outcome::Result", tags = "10, 11, 12, 13, 14, 15, 20, 30, 31")]
+    #[prost(
+        oneof = "outcome::Result",
+        tags = "10, 11, 12, 13, 14, 15, 16, 20, 30, 31"
+    )]
     pub result: Option<outcome::Result>,
 }
 
@@ -103,6 +109,9 @@ pub mod outcome {
         /// A lease revocation's response.
         #[prost(message, tag = "15")]
         LeaseRevoke(pb::LeaseRevokeResponse),
+        /// An alarm change's response: the alarm that changed, if any.
+        #[prost(message, tag = "16")]
+        Alarm(pb::AlarmResponse),
         /// A member's record changed (update or publish).
         #[prost(message, tag = "30")]
         MemberUpdate(pb::MemberUpdateResponse),
@@ -157,6 +166,7 @@ mod tests {
             replicated_request::Op::MemberUpdate(Default::default()),
             replicated_request::Op::MemberPublish(Default::default()),
             replicated_request::Op::LeaseCheckpoint(Default::default()),
+            replicated_request::Op::Alarm(Default::default()),
         ];
         for op in ops {
             let request = ReplicatedRequest {
@@ -177,6 +187,7 @@ mod tests {
             outcome::Result::LeaseRevoke(Default::default()),
             outcome::Result::MemberUpdate(Default::default()),
             outcome::Result::LeaseCheckpoint(Default::default()),
+            outcome::Result::Alarm(Default::default()),
             outcome::Result::Error(Default::default()),
         ];
         for result in results {

@@ -63,6 +63,11 @@ pub enum ServerError {
     },
 }
 
+/// The member's folder inside the data directory (as etcd's layout).
+pub const MEMBER_DIR: &str = "member";
+/// The key-value store's file inside the member folder.
+pub const STORE_FILE: &str = "kv.redb";
+
 /// Entries kept below a compaction point for followers that lag a little
 /// (etcd keeps 5000; never more than `--snapshot-count` here).
 const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5000;
@@ -152,13 +157,13 @@ pub async fn run(
     mut config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let member_dir = config.data_dir.join("member");
+    let member_dir = config.data_dir.join(MEMBER_DIR);
     std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir {
         path: member_dir.clone(),
         source,
     })?;
     let known_members = resolve_identity(&member_dir, &mut config).await?;
-    let mut store_config = raftkv_mvcc::Config::new(member_dir.join("kv.redb"));
+    let mut store_config = raftkv_mvcc::Config::new(member_dir.join(STORE_FILE));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     let store = Arc::new(Store::open(store_config)?);
     let hub = WatchHub::new();
@@ -225,6 +230,7 @@ pub async fn run(
         cluster_token: config.initial_cluster_token.clone(),
         max_learners: config.max_learners,
         leader_link: Arc::default(),
+        quota_backend_bytes: config.quota_backend_bytes,
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),
@@ -237,6 +243,10 @@ pub async fn run(
         ctx.clone(),
         config.name.clone(),
         config.advertise_client_urls.clone(),
+    ));
+    let quota_monitor = tokio::spawn(crate::alarm::run_quota_monitor(
+        ctx.clone(),
+        crate::alarm::QUOTA_CHECK_INTERVAL,
     ));
     let min_ttl = min_lease_ttl_seconds(&config);
     let peer_listener = serve_peers(&config, &ctx, lessor.clone(), min_ttl)?;
@@ -252,6 +262,7 @@ pub async fn run(
     expiry.abort();
     publish.abort();
     compactor.abort();
+    quota_monitor.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();
     tracing::info!("stopping the node");
@@ -308,6 +319,20 @@ async fn publish_self(ctx: ServiceContext, name: String, client_urls: Vec<String
     }
 }
 
+/// The identity record of a member's data directory.
+pub(crate) fn identity_text(member_id: u64, cluster_id: u64) -> String {
+    format!("member_id={member_id:x}\ncluster_id={cluster_id:x}\n")
+}
+
+/// Writes the identity record durably (temporary name, fsync, rename).
+pub(crate) fn write_identity(member_dir: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = member_dir.join("identity.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+    std::fs::rename(&tmp, member_dir.join("identity"))?;
+    std::fs::File::open(member_dir).and_then(|d| d.sync_all())
+}
+
 /// Works out which member of which cluster this is, and returns the members
 /// known before the log is read: the founders for a new cluster, or the
 /// cluster's current members for one being joined.
@@ -348,7 +373,7 @@ async fn resolve_identity(
                 ))),
                 Some(_) => Ok(founders),
                 None => {
-                    write_identity(member_dir, mine)?;
+                    record_identity(member_dir, mine)?;
                     Ok(founders)
                 }
             }
@@ -383,7 +408,7 @@ async fn resolve_identity(
                         cluster_id = format!("{cluster_id:x}"),
                         "joining an existing cluster"
                     );
-                    write_identity(member_dir, (me.id, cluster_id))?;
+                    record_identity(member_dir, (me.id, cluster_id))?;
                     Ok(members)
                 }
                 (None, Err(reason)) => Err(ServerError::Unsupported(reason)),
@@ -458,28 +483,16 @@ fn read_identity(member_dir: &std::path::Path) -> Result<Option<(u64, u64)>, Ser
 /// Records which member of which cluster a data directory belongs to,
 /// durably, so a restart with flags of another member is refused instead of
 /// starting a node outside its own configuration.
-fn write_identity(
+fn record_identity(
     member_dir: &std::path::Path,
     (member, cluster): (u64, u64),
 ) -> Result<(), ServerError> {
-    let path = member_dir.join("identity");
-    let io = |source| ServerError::DataDir {
-        path: path.clone(),
-        source,
-    };
-    let tmp = member_dir.join("identity.tmp");
-    std::fs::write(
-        &tmp,
-        format!("member_id={member:x}\ncluster_id={cluster:x}\n"),
-    )
-    .map_err(io)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    std::fs::File::open(member_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)
+    write_identity(member_dir, &identity_text(member, cluster)).map_err(|source| {
+        ServerError::DataDir {
+            path: member_dir.join("identity"),
+            source,
+        }
+    })
 }
 
 async fn serve_clients(

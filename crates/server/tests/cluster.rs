@@ -9,72 +9,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{free_port, runtime, spawn, wait_ready, Server};
+use common::{
+    cluster_flags, free_port, runtime, spawn, start_cluster, start_cluster_with, start_member,
+    wait_ready, Member,
+};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-
-struct Member {
-    name: String,
-    port: u16,
-    dir: std::path::PathBuf,
-    server: Option<Server>,
-    /// Flags beyond the cluster's.
-    extra: Vec<String>,
-}
-
-fn cluster_flags(members: &[Member], name: &str) -> Vec<String> {
-    let initial: Vec<String> = members
-        .iter()
-        .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.port + 1))
-        .collect();
-    vec![
-        "--name".into(),
-        name.into(),
-        "--initial-cluster".into(),
-        initial.join(","),
-        // Short timeouts keep the test quick; the ratio is etcd's default.
-        "--heartbeat-interval".into(),
-        "50".into(),
-        "--election-timeout".into(),
-        "500".into(),
-    ]
-}
-
-fn start_member(members: &mut [Member], i: usize) {
-    let mut flags = cluster_flags(members, &members[i].name);
-    flags.extend(members[i].extra.iter().cloned());
-    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let member = &mut members[i];
-    member.server = Some(spawn(&member.dir, member.port, &args));
-}
-
-/// Starts `size` members under `base` and waits until each serves.
-fn start_cluster(base: &std::path::Path, size: usize) -> Vec<Member> {
-    start_cluster_with(base, size, &[])
-}
-
-/// Like [`start_cluster`], with `extra` flags for every member.
-fn start_cluster_with(base: &std::path::Path, size: usize, extra: &[&str]) -> Vec<Member> {
-    let mut members: Vec<Member> = (0..size)
-        .map(|i| Member {
-            name: format!("m{i}"),
-            port: free_port(),
-            dir: base.join(format!("m{i}")),
-            server: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        })
-        .collect();
-    for i in 0..members.len() {
-        start_member(&mut members, i);
-    }
-    for member in &members {
-        assert!(wait_ready(member.port), "member {} serves", member.name);
-    }
-    members
-}
 
 async fn leader_port(members: &[Member]) -> Option<u16> {
     for member in members.iter().filter(|m| m.server.is_some()) {

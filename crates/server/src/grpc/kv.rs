@@ -26,6 +26,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::ServiceContext;
+use crate::alarm;
 use crate::convert;
 use crate::replicated::{outcome, replicated_request::Op};
 use crate::status;
@@ -116,6 +117,7 @@ impl Kv for KvService {
             return Err(status::empty_key());
         }
         self.check_size(req.encoded_len())?;
+        alarm::check_quota(&self.ctx, alarm::put_cost(&req)).await?;
         let outcome = self.ctx.propose(&metadata, Op::Put(req)).await?;
         match outcome.result {
             Some(outcome::Result::Put(mut resp)) => {
@@ -167,6 +169,7 @@ impl Kv for KvService {
             out.header = self.ctx.header(revision);
             return Ok(Response::new(out));
         }
+        alarm::check_quota(&self.ctx, alarm::txn_cost(&req)).await?;
         let outcome = self.ctx.propose(&metadata, Op::Txn(req)).await?;
         match outcome.result {
             Some(outcome::Result::Txn(mut resp)) => {

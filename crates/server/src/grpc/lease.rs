@@ -143,6 +143,7 @@ impl Lease for LeaseService {
         if req.id == 0 {
             req.id = self.new_id();
         }
+        crate::alarm::check_quota(&self.ctx, crate::alarm::lease_cost()).await?;
         let outcome = self.ctx.propose(&metadata, Op::LeaseGrant(req)).await?;
         match outcome.result {
             Some(outcome::Result::LeaseGrant(mut resp)) => {

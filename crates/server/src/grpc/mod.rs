@@ -1,8 +1,8 @@
 //! etcd's v3 gRPC services.
 //!
 //! - [`kv`] serves Range, Put, DeleteRange, Txn and Compact.
-//! - [`maintenance`] serves Status, HashKV, MoveLeader and Alarm (the other
-//!   maintenance calls answer Unimplemented until they land).
+//! - [`maintenance`] serves Status, Alarm, Defragment, Hash, HashKV, Snapshot
+//!   and MoveLeader (Downgrade answers Unimplemented).
 //! - [`cluster`] serves MemberList, MemberAdd, MemberRemove, MemberUpdate
 //!   and MemberPromote.
 //! - [`watch`] serves Watch.
@@ -52,6 +52,8 @@ pub struct ServiceContext {
     /// A connection to the leader, for the requests only the leader can
     /// answer (lease keep-alives, time-to-live, promotions).
     pub leader_link: Arc<std::sync::Mutex<Option<(u64, tonic::transport::Channel)>>>,
+    /// Store file size at which writes are refused and NOSPACE raised.
+    pub quota_backend_bytes: u64,
 }
 
 impl ServiceContext {

@@ -128,3 +128,65 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// One member of a test cluster; `server` is `None` while it is down.
+pub struct Member {
+    pub name: String,
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+    pub server: Option<Server>,
+    /// Flags beyond the cluster's.
+    pub extra: Vec<String>,
+}
+
+pub fn cluster_flags(members: &[Member], name: &str) -> Vec<String> {
+    let initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.port + 1))
+        .collect();
+    vec![
+        "--name".into(),
+        name.into(),
+        "--initial-cluster".into(),
+        initial.join(","),
+        // Short timeouts keep the test quick; the ratio is etcd's default.
+        "--heartbeat-interval".into(),
+        "50".into(),
+        "--election-timeout".into(),
+        "500".into(),
+    ]
+}
+
+/// Starts (or restarts) member `i` with the cluster's flags.
+pub fn start_member(members: &mut [Member], i: usize) {
+    let mut flags = cluster_flags(members, &members[i].name);
+    flags.extend(members[i].extra.iter().cloned());
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let member = &mut members[i];
+    member.server = Some(spawn(&member.dir, member.port, &args));
+}
+
+/// Starts `size` members under `base` and waits until each serves.
+pub fn start_cluster(base: &std::path::Path, size: usize) -> Vec<Member> {
+    start_cluster_with(base, size, &[])
+}
+
+/// Like [`start_cluster`], with `extra` flags for every member.
+pub fn start_cluster_with(base: &std::path::Path, size: usize, extra: &[&str]) -> Vec<Member> {
+    let mut members: Vec<Member> = (0..size)
+        .map(|i| Member {
+            name: format!("m{i}"),
+            port: free_port(),
+            dir: base.join(format!("m{i}")),
+            server: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        })
+        .collect();
+    for i in 0..members.len() {
+        start_member(&mut members, i);
+    }
+    for member in &members {
+        assert!(wait_ready(member.port), "member {} serves", member.name);
+    }
+    members
+}

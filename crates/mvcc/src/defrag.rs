@@ -1,0 +1,160 @@
+//! Defragmentation: rebuilding the store's file without its free space, online.
+//!
+//! redb reuses freed pages but never gives them back to the file system, so after deletes
+//! and a compaction the file keeps its size. [`Store::defragment`] copies every table, in
+//! key order, into a new file next to the old one (`<path>.defrag`), which packs the
+//! B-trees densely, then renames it over the old path and swaps the open database.
+//!
+//! redb's own `Database::compact` was not used: it needs `&mut Database` and no read
+//! transaction anywhere, which would mean stopping every reader (watch catch-up, snapshot
+//! streams) for the whole run. Here readers never stop, and writers stop at most for one
+//! copy:
+//!
+//! ```text
+//! 1. under the write gate: note the generation, begin a read transaction   (instant)
+//! 2. copy that read transaction into <path>.defrag                        (writers run)
+//! 3. under the write gate: generation unchanged? swap. Otherwise copy again
+//!    with writers shut out (the gate held), then swap.
+//! ```
+//!
+//! So an idle store is defragmented without stopping anything, and a busy one stops its
+//! writers for one copy, as etcd does for its whole defragmentation. A crash at any point
+//! leaves either the old file whole at `path` (the leftover `.defrag` file is removed at the
+//! next open) or the new one, durable before the rename.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use crate::error::Result;
+use crate::layout::{AUX, HIST, LEASES, LEASE_KEYS, LIVE, META, REVS};
+use crate::store::{lock, Store};
+
+/// What a defragmentation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefragReport {
+    /// File size before, in bytes.
+    pub before_bytes: u64,
+    /// File size after, in bytes.
+    pub after_bytes: u64,
+    /// Records copied (all tables).
+    pub records: u64,
+    /// True when writes raced the first copy and a second one ran with writers stopped.
+    pub stopped_writes: bool,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
+
+/// Where the new file is built.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".defrag");
+    PathBuf::from(name)
+}
+
+/// Removes a half-built file left by a crash (or a failed run) of a defragmentation.
+pub(crate) fn remove_leftover(path: &Path) -> Result<()> {
+    let tmp = temp_path(path);
+    if remove_if_exists(&tmp)? {
+        tracing::warn!(path = %tmp.display(), "removed an unfinished defragmentation file");
+    }
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Store {
+    /// Rewrites the store's file without free space (see the module doc). Reads go on
+    /// throughout; writes go on too unless they race the copy, in which case they wait for
+    /// a second copy. Concurrent calls run one after the other.
+    pub fn defragment(&self) -> Result<DefragReport> {
+        let _one = lock(&self.defrag_gate);
+        let started = Instant::now();
+        let path = self.config.path.clone();
+        let tmp = temp_path(&path);
+        let before_bytes = std::fs::metadata(&path)?.len();
+        let (generation, txn) = {
+            let _gate = self.write_gate();
+            (self.generation(), self.db().begin_read()?)
+        };
+        let (mut fresh, mut records) = self.copy_to(&txn, &tmp)?;
+        drop(txn);
+        let gate = self.write_gate();
+        let stopped_writes = self.generation() != generation;
+        if stopped_writes {
+            drop(fresh);
+            let txn = self.db().begin_read()?;
+            (fresh, records) = self.copy_to(&txn, &tmp)?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        self.swap_db(fresh);
+        drop(gate);
+        let report = DefragReport {
+            before_bytes,
+            after_bytes: std::fs::metadata(&path)?.len(),
+            records,
+            stopped_writes,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(
+            before_bytes = report.before_bytes,
+            after_bytes = report.after_bytes,
+            records = report.records,
+            stopped_writes = report.stopped_writes,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "defragmented the store"
+        );
+        Ok(report)
+    }
+
+    /// Copies every table of `src` into a new database at `to`, committed durably.
+    fn copy_to(&self, src: &ReadTransaction, to: &Path) -> Result<(Database, u64)> {
+        // A file left by a failed run (or the first copy) would be opened, not replaced.
+        remove_if_exists(to)?;
+        let db = Database::builder()
+            .set_cache_size(self.config.cache_size_bytes)
+            .create(to)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let mut records = 0;
+        records += copy_table(src, &txn, HIST)?;
+        records += copy_table(src, &txn, LIVE)?;
+        records += copy_table(src, &txn, REVS)?;
+        records += copy_table(src, &txn, LEASES)?;
+        records += copy_table(src, &txn, LEASE_KEYS)?;
+        records += copy_table(src, &txn, AUX)?;
+        records += copy_table(src, &txn, META)?;
+        txn.commit()?;
+        Ok((db, records))
+    }
+}
+
+/// Copies one table in key order; returns the records copied.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &ReadTransaction,
+    dst: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<u64> {
+    let from = src.open_table(table)?;
+    let mut to = dst.open_table(table)?;
+    let mut n = 0;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
+}
