@@ -552,3 +552,123 @@ fn followers_forward_keep_alives_and_a_new_leader_resumes_lease_clocks_from_chec
         }
     }
 }
+
+/// A put with the exactly-once request id (client 4343, `sequence`).
+fn put_with_id(key: &str, value: &str, sequence: u64) -> tonic::Request<pb::PutRequest> {
+    let mut request = tonic::Request::new(pb::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("raftkv-client-id", "4343".parse().expect("ascii"));
+    request.metadata_mut().insert(
+        "raftkv-sequence",
+        sequence.to_string().parse().expect("ascii"),
+    );
+    request.set_timeout(Duration::from_secs(3));
+    request
+}
+
+/// The seed's cases 3 and 6: the leader fails after the write is committed
+/// but before the client has its answer; the client retries on another
+/// member with the same request id and gets the first outcome, and the key
+/// was written once.
+#[test]
+fn a_write_retried_after_the_leader_died_before_answering_is_applied_once() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster(base.path(), 3);
+    let rt = runtime();
+    let leader = rt.block_on(leader_port(&members)).expect("a leader");
+    let victim = members
+        .iter()
+        .position(|m| m.port == leader)
+        .expect("leader is a member");
+    let follower = members[(victim + 1) % 3].port;
+
+    // The write reaches the leader; its answer is never read.
+    let in_flight = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let mut kv = KvClient::connect(format!("http://127.0.0.1:{leader}"))
+                .await
+                .expect("connect");
+            drop(kv.put(put_with_id("once", "first", 1)).await);
+        })
+    });
+    // Committed: a follower has applied it. Then the leader dies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let committed = loop {
+        let (state, _) = rt.block_on(local_state_of(follower, b"once", b"oncf"));
+        if let Some(entry) = state.get(b"once".as_slice()) {
+            break entry.clone();
+        }
+        assert!(Instant::now() < deadline, "the write was not committed");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    drop(members[victim].server.take());
+    let _ = in_flight.join();
+    assert_eq!(committed, (b"first".to_vec(), 1));
+
+    // The retry, same id, through a survivor, once a new leader is there.
+    let survivors: Vec<u16> = members
+        .iter()
+        .filter(|m| m.server.is_some())
+        .map(|m| m.port)
+        .collect();
+    let (retry_revision, mod_revision) = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let retry = loop {
+            let port = survivors[0];
+            let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .expect("connect");
+            match kv.put(put_with_id("once", "second", 1)).await {
+                Ok(answer) => break answer.into_inner(),
+                Err(status) => {
+                    assert!(Instant::now() < deadline, "retry failed: {status:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{}", survivors[1]))
+            .await
+            .expect("connect");
+        let got = kv
+            .range(pb::RangeRequest {
+                key: b"once".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(got.kvs[0].version, 1, "applied once, not twice");
+        assert_eq!(got.kvs[0].value, b"first", "the retry was not applied");
+        (
+            retry.header.map_or(0, |h| h.revision),
+            got.kvs[0].mod_revision,
+        )
+    });
+    assert_eq!(
+        retry_revision, mod_revision,
+        "the retry returns the first outcome"
+    );
+
+    // The old leader comes back and agrees.
+    start_member(&mut members, victim);
+    assert!(wait_ready(members[victim].port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (state, _) = rt.block_on(local_state_of(members[victim].port, b"once", b"oncf"));
+        if state.get(b"once".as_slice()) == Some(&(b"first".to_vec(), 1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old leader did not catch up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for member in &mut members {
+        if let Some(server) = member.server.take() {
+            assert!(server.stop().success());
+        }
+    }
+}
