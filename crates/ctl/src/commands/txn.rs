@@ -313,11 +313,16 @@ pub fn parse_op(line: &str) -> Result<pb::RequestOp, CtlError> {
         )));
     }
     let invalid = || CtlError::invalid_input(format!("invalid txn request: {line}"));
-    let parsed = OpLine::try_parse_from(&words).map_err(|_| invalid())?;
+    let parsed = OpLine::try_parse_from(&words).map_err(|e| {
+        tracing::debug!(%e, "txn request line");
+        invalid()
+    })?;
+    // A line that parses but makes no sense fails as the command itself
+    // would (etcdctl runs the command's own checks, which end the process).
     let request = match parsed.op {
-        Op::Put(args) => Request::RequestPut(put_request(&args, None).map_err(|_| invalid())?),
-        Op::Get(args) => Request::RequestRange(range_request(&args).map_err(|_| invalid())?),
-        Op::Del(args) => Request::RequestDeleteRange(delete_request(&args).map_err(|_| invalid())?),
+        Op::Put(args) => Request::RequestPut(put_request(&args, None)?),
+        Op::Get(args) => Request::RequestRange(range_request(&args)?),
+        Op::Del(args) => Request::RequestDeleteRange(delete_request(&args)?),
     };
     Ok(pb::RequestOp {
         request: Some(request),
