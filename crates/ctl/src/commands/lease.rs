@@ -147,7 +147,7 @@ async fn keep_alive(ctx: &Context, args: &KeepAliveArgs) -> Result<(), CtlError>
             Ok(()) => {
                 return emit(&format!("lease {} expired or revoked.\n", hex16(id)));
             }
-            Err(KeepAliveError::Print(err)) => return Err(err),
+            Err(KeepAliveError::Fatal(err)) => return Err(err),
             Err(KeepAliveError::Stream(err)) => {
                 tracing::debug!(%err, "keep-alive stream broke; reconnecting");
                 tokio::time::sleep(ctx.client.config().retry.backoff_max).await;
@@ -157,8 +157,8 @@ async fn keep_alive(ctx: &Context, args: &KeepAliveArgs) -> Result<(), CtlError>
 }
 
 enum KeepAliveError {
-    /// Printing failed: the command ends.
-    Print(CtlError),
+    /// No endpoint could be reached, or printing failed: the command ends.
+    Fatal(CtlError),
     /// The stream failed: open another.
     Stream(ClientError),
 }
@@ -166,11 +166,9 @@ enum KeepAliveError {
 /// Keeps the lease alive over one stream until the lease is gone (`Ok`) or
 /// the stream fails.
 async fn keep_alive_stream(ctx: &Context, id: i64) -> Result<(), KeepAliveError> {
-    let (_, channel) = ctx
-        .client
-        .stream_channel(Target::Any)
-        .await
-        .map_err(KeepAliveError::Stream)?;
+    let (_, channel) = ctx.client.stream_channel(Target::Any).await.map_err(|e| {
+        KeepAliveError::Fatal(CtlError::new(ExitCode::BadConnection, e.to_string()))
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     request.metadata_mut().insert(
@@ -199,8 +197,8 @@ async fn keep_alive_stream(ctx: &Context, id: i64) -> Result<(), KeepAliveError>
         let printed = ctx
             .printer
             .lease_keep_alive(&resp)
-            .map_err(KeepAliveError::Print)?;
-        emit(&printed).map_err(KeepAliveError::Print)?;
+            .map_err(KeepAliveError::Fatal)?;
+        emit(&printed).map_err(KeepAliveError::Fatal)?;
         let pause = (Duration::from_secs(resp.ttl.unsigned_abs()) / 3).max(KEEP_ALIVE_INTERVAL_MIN);
         tokio::time::sleep(pause).await;
         if tx.send(pb::LeaseKeepAliveRequest { id }).await.is_err() {

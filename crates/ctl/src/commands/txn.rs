@@ -25,10 +25,6 @@ use super::kv::{delete_request, put_request, range_request, DelArgs, GetArgs, Pu
 use super::{emit, parse_i64, Context};
 use crate::error::CtlError;
 
-/// Most lines read for one section, so a runaway input cannot grow the
-/// request without bound (the server refuses more than 128 ops anyway).
-const SECTION_LINES_MAX: usize = 10_000;
-
 /// `txn [options]`.
 #[derive(Args, Clone, Debug)]
 pub struct TxnArgs {
@@ -105,11 +101,6 @@ fn read_section(input: &mut dyn BufRead) -> Result<Vec<String>, CtlError> {
         let line = String::from_utf8_lossy(&raw).trim().to_string();
         if line.is_empty() {
             return Ok(lines);
-        }
-        if lines.len() == SECTION_LINES_MAX {
-            return Err(CtlError::invalid_input(format!(
-                "more than {SECTION_LINES_MAX} lines in one txn section"
-            )));
         }
         lines.push(line);
     }
