@@ -336,6 +336,10 @@ fn txn_compaction_and_watch_print_as_etcdctl() {
                 "value(\"k1\") = \"zz\"\nver(\"k1\") = \"2\"\n\nput t yes\n\nget t\nget k --prefix --limit=1\nput t3 \"a b\"\n\n",
             ),
             with_stdin(&["txn", "-w", "json"], "val(\"k1\") < \"zz\"\n\n\n\n"),
+            with_stdin(
+                &["txn", "-w", "fields"],
+                "mod(\"k1\") > \"0\"\n\nput t4 y\nget k1\n\n\n",
+            ),
             with_stdin(&["txn"], "create(\"k1\") = \"0\"\n\n\nget k1 --keys-only\n\n"),
             with_stdin(&["txn"], "\n\n\n"),
             with_stdin(&["txn"], ""),

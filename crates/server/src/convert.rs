@@ -187,11 +187,27 @@ pub fn txn_to_pb(resp: mvcc::TxnResponse) -> pb::TxnResponse {
         .responses
         .into_iter()
         .map(|r| pb::ResponseOp {
+            // etcd gives every inner response an empty header (clients
+            // such as etcdctl's `-w fields` read it).
             response: Some(match r {
-                mvcc::ResponseOp::Range(r) => Response::ResponseRange(range_to_pb(r)),
-                mvcc::ResponseOp::Put(r) => Response::ResponsePut(put_to_pb(r)),
-                mvcc::ResponseOp::DeleteRange(r) => Response::ResponseDeleteRange(delete_to_pb(r)),
-                mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(txn_to_pb(r)),
+                mvcc::ResponseOp::Range(r) => Response::ResponseRange(pb::RangeResponse {
+                    header: Some(Default::default()),
+                    ..range_to_pb(r)
+                }),
+                mvcc::ResponseOp::Put(r) => Response::ResponsePut(pb::PutResponse {
+                    header: Some(Default::default()),
+                    ..put_to_pb(r)
+                }),
+                mvcc::ResponseOp::DeleteRange(r) => {
+                    Response::ResponseDeleteRange(pb::DeleteRangeResponse {
+                        header: Some(Default::default()),
+                        ..delete_to_pb(r)
+                    })
+                }
+                mvcc::ResponseOp::Txn(r) => Response::ResponseTxn(pb::TxnResponse {
+                    header: Some(Default::default()),
+                    ..txn_to_pb(r)
+                }),
             }),
         })
         .collect();
