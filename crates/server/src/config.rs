@@ -92,6 +92,9 @@ pub struct Flags {
     /// than this.
     #[arg(long, default_value = "5m0s")]
     pub experimental_lease_checkpoint_interval: String,
+    /// How often watchers created with progress_notify hear progress.
+    #[arg(long, default_value = "10m0s")]
+    pub experimental_watch_progress_notify_interval: String,
 }
 
 /// How automatic compaction is scheduled.
@@ -170,6 +173,8 @@ pub struct ServerConfig {
     pub listen_metrics: Vec<SocketAddr>,
     /// How often lease time left is checkpointed; zero for never.
     pub lease_checkpoint_interval: Duration,
+    /// How often watchers created with progress_notify hear progress.
+    pub watch_progress_interval: Duration,
 }
 
 /// The backend quota etcd applies when `--quota-backend-bytes` is 0.
@@ -282,6 +287,16 @@ impl ServerConfig {
             } else {
                 Duration::ZERO
             },
+            watch_progress_interval: parse_duration(
+                &flags.experimental_watch_progress_notify_interval,
+            )
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--experimental-watch-progress-notify-interval {:?} is not a positive duration",
+                    flags.experimental_watch_progress_notify_interval
+                ))
+            })?,
             listen_metrics: match &flags.listen_metrics_urls {
                 Some(urls) => parse_addrs(urls, "--listen-metrics-urls")?,
                 None => Vec::new(),
@@ -545,6 +560,7 @@ mod tests {
             &["--max-txn-ops", "0"],
             &["--experimental-lease-checkpoint-interval", "soon"],
             &["--experimental-lease-checkpoint-interval", "0s"],
+            &["--experimental-watch-progress-notify-interval", "0"],
         ];
         for args in cases {
             let result = ServerConfig::from_flags(&flags(args));

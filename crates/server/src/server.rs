@@ -231,6 +231,7 @@ pub async fn run(
         max_learners: config.max_learners,
         leader_link: Arc::default(),
         quota_backend_bytes: config.quota_backend_bytes,
+        watch_progress_interval: config.watch_progress_interval,
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),

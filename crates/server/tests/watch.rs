@@ -212,3 +212,88 @@ fn a_watcher_far_behind_catches_up_from_history() {
     });
     assert!(server.stop().success());
 }
+
+#[test]
+fn watchers_get_periodic_progress_and_fragments_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(
+        dir.path(),
+        port,
+        &[
+            "--experimental-watch-progress-notify-interval",
+            "300ms",
+            "--max-request-bytes",
+            "4096",
+        ],
+    );
+    runtime().block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let big = "v".repeat(1000);
+        for i in 0..5 {
+            put(&mut kv, &format!("f/{i}"), &big).await;
+        }
+        let mut stream = Stream::open(port).await;
+        let mut fragmented = create("f/", b"f0", 0, 7);
+        let mut plain = create("f/", b"f0", 0, 8);
+        let mut quiet = create("q/", b"q0", 0, 9);
+        if let Some(RequestUnion::CreateRequest(c)) = &mut fragmented.request_union {
+            c.fragment = true;
+        }
+        if let Some(RequestUnion::CreateRequest(c)) = &mut quiet.request_union {
+            c.progress_notify = true;
+        }
+        if let Some(RequestUnion::CreateRequest(c)) = &mut plain.request_union {
+            c.prev_kv = true;
+        }
+        for request in [fragmented, plain, quiet] {
+            stream.send(request).await;
+            assert!(stream.next().await.created);
+        }
+        // A watcher that asked for progress hears it while nothing happens,
+        // at the revision it has been sent everything up to.
+        let progress = stream.next().await;
+        assert_eq!(progress.watch_id, 9);
+        assert!(progress.events.is_empty() && !progress.canceled);
+        assert_eq!(progress.header.map(|h| h.revision), Some(6));
+
+        // One revision deleting five keys, each event carrying a 1000-byte
+        // previous value: over the 4096-byte limit.
+        let deleted = kv
+            .delete_range(pb::DeleteRangeRequest {
+                key: b"f/".to_vec(),
+                range_end: b"f0".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete")
+            .into_inner();
+        assert_eq!(deleted.deleted, 5);
+        let mut fragments = Vec::new();
+        let mut whole = None;
+        while whole.is_none()
+            || fragments
+                .last()
+                .is_none_or(|f: &pb::WatchResponse| f.fragment)
+        {
+            let response = stream.next().await;
+            match response.watch_id {
+                7 => fragments.push(response),
+                8 => whole = Some(response),
+                // Progress for the quiet watcher may come in between.
+                _ => {}
+            }
+        }
+        assert!(fragments.len() > 1, "split: {}", fragments.len());
+        assert!(fragments
+            .iter()
+            .all(|f| prost::Message::encoded_len(f) <= 4096));
+        let joined: Vec<_> = fragments.into_iter().flat_map(|f| f.events).collect();
+        let whole = whole.expect("the unfragmented watcher's response");
+        assert_eq!(whole.events.len(), 5);
+        assert_eq!(joined, whole.events, "fragments join into the same events");
+    });
+    assert!(server.stop().success());
+}

@@ -54,6 +54,8 @@ pub struct ServiceContext {
     pub leader_link: Arc<std::sync::Mutex<Option<(u64, tonic::transport::Channel)>>>,
     /// Store file size at which writes are refused and NOSPACE raised.
     pub quota_backend_bytes: u64,
+    /// How often watchers created with `progress_notify` hear progress.
+    pub watch_progress_interval: Duration,
 }
 
 impl ServiceContext {

@@ -8,6 +8,12 @@
 //! stream falls behind the hub's buffer, every watcher catches up from
 //! history the same way. Each watcher remembers the next revision it owes,
 //! so nothing is delivered twice or out of order.
+//!
+//! Progress notifications (asked for on the stream, or every
+//! `--experimental-watch-progress-notify-interval` for watchers created with
+//! `progress_notify`) carry a revision every watcher concerned has been sent
+//! everything up to, never more. A watcher created with `fragment` gets
+//! responses larger than `--max-request-bytes` split into fragments.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -53,6 +59,12 @@ struct Watcher {
     no_delete: bool,
     /// The next revision this watcher has not yet been sent.
     next_revision: i64,
+    /// Send periodic progress notifications.
+    progress_notify: bool,
+    /// Split responses larger than the request limit.
+    fragment: bool,
+    /// Events went out since the last periodic progress notification.
+    sent_since_progress: bool,
 }
 
 impl Watcher {
@@ -92,7 +104,13 @@ impl Watch for WatchService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let requests = request.into_inner();
         let (out, responses) = mpsc::channel(STREAM_RESPONSES);
+        let mut progress = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.ctx.watch_progress_interval,
+            self.ctx.watch_progress_interval,
+        );
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stream = WatchStream {
+            progress,
             ctx: self.ctx.clone(),
             hub: self.hub.subscribe(),
             out,
@@ -107,6 +125,8 @@ impl Watch for WatchService {
 }
 
 struct WatchStream {
+    /// Ticks periodic progress notifications.
+    progress: tokio::time::Interval,
     ctx: ServiceContext,
     hub: broadcast::Receiver<Arc<AppliedEvents>>,
     out: mpsc::Sender<pb::WatchResponse>,
@@ -131,6 +151,7 @@ impl WatchStream {
                     }
                     Err(broadcast::error::RecvError::Closed) => false,
                 },
+                _ = self.progress.tick() => self.notify_progress().await,
             };
             if !keep_going {
                 return;
@@ -165,8 +186,13 @@ impl WatchStream {
                 self.send(response).await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
+                let revision = self
+                    .watchers
+                    .values()
+                    .map(|w| w.next_revision - 1)
+                    .fold(self.current_revision(), i64::min);
                 let response = pb::WatchResponse {
-                    header: self.header(self.current_revision()),
+                    header: self.header(revision),
                     watch_id: -1,
                     ..Default::default()
                 };
@@ -225,6 +251,9 @@ impl WatchStream {
             } else {
                 create.start_revision
             },
+            progress_notify: create.progress_notify,
+            fragment: create.fragment,
+            sent_since_progress: false,
         };
         let created = pb::WatchResponse {
             header: self.header(current),
@@ -354,8 +383,8 @@ impl WatchStream {
         true
     }
 
-    async fn send_events(&self, watch_id: i64, events: &[&Event], revision: i64) -> bool {
-        let Some(watcher) = self.watchers.get(&watch_id) else {
+    async fn send_events(&mut self, watch_id: i64, events: &[&Event], revision: i64) -> bool {
+        let Some(watcher) = self.watchers.get_mut(&watch_id) else {
             return true;
         };
         let events: Vec<mvccpb::Event> = events
@@ -366,12 +395,110 @@ impl WatchStream {
         if events.is_empty() {
             return true;
         }
+        watcher.sent_since_progress = true;
+        let fragment = watcher.fragment;
         let response = pb::WatchResponse {
             header: self.header(revision),
             watch_id,
             events,
             ..Default::default()
         };
-        self.send(response).await
+        let limit = self.ctx.max_request_bytes as usize;
+        if !fragment || prost::Message::encoded_len(&response) <= limit {
+            return self.send(response).await;
+        }
+        for piece in fragments(response, limit) {
+            if !self.send(piece).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Periodic progress: every watcher that asked for it and had no events
+    /// since the last tick learns how far it has been sent everything.
+    async fn notify_progress(&mut self) -> bool {
+        let current = self.current_revision();
+        let due: Vec<(i64, i64)> = self
+            .watchers
+            .iter_mut()
+            .filter(|(_, w)| w.progress_notify)
+            .filter_map(|(&id, w)| {
+                let quiet = !std::mem::replace(&mut w.sent_since_progress, false);
+                quiet.then_some((id, (w.next_revision - 1).min(current)))
+            })
+            .collect();
+        for (watch_id, revision) in due {
+            let response = pb::WatchResponse {
+                header: self.header(revision),
+                watch_id,
+                ..Default::default()
+            };
+            if !self.send(response).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Splits a response's events into responses of at most `limit` encoded
+/// bytes (one event each at least), all but the last marked `fragment`.
+fn fragments(response: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
+    use prost::Message as _;
+    let empty = pb::WatchResponse {
+        events: Vec::new(),
+        ..response.clone()
+    };
+    let base = empty.encoded_len();
+    let mut pieces = Vec::new();
+    let mut current = empty.clone();
+    let mut size = base;
+    for event in response.events {
+        // Field tag, length prefix and the event itself.
+        let event_size = 1 + prost::length_delimiter_len(event.encoded_len()) + event.encoded_len();
+        if !current.events.is_empty() && size + event_size > limit {
+            current.fragment = true;
+            pieces.push(std::mem::replace(&mut current, empty.clone()));
+            size = base;
+        }
+        size += event_size;
+        current.events.push(event);
+    }
+    pieces.push(current);
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_responses_split_into_fragments_under_the_limit() {
+        let event = |i: u8| mvccpb::Event {
+            kv: Some(mvccpb::KeyValue {
+                key: vec![i],
+                value: vec![i; 100],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let response = pb::WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(event).collect(),
+            ..Default::default()
+        };
+        let pieces = fragments(response.clone(), 350);
+        assert!(pieces.len() > 1);
+        for piece in &pieces {
+            assert!(prost::Message::encoded_len(piece) <= 350, "{piece:?}");
+            assert_eq!(piece.watch_id, 3);
+        }
+        let (last, rest) = pieces.split_last().unwrap();
+        assert!(!last.fragment && rest.iter().all(|p| p.fragment));
+        let joined: Vec<mvccpb::Event> = pieces.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, response.events);
+        // One event larger than the limit still goes out, alone.
+        assert_eq!(fragments(response, 10).len(), 10);
     }
 }
