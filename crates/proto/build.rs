@@ -19,7 +19,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("etcd_descriptor.bin"), fds.encode_to_vec())?;
+    let encoded = fds.encode_to_vec();
+    fs::write(out_dir.join("etcd_descriptor.bin"), &encoded)?;
+    // Serde impls in protobuf's canonical JSON mapping, as etcd's gateway
+    // (grpc-gateway with `OrigName`) writes it: the .proto field names,
+    // 64-bit integers as strings, bytes as base64, enums by name, defaults
+    // left out. Unknown fields are ignored on input, as the gateway does.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[
+            ".etcdserverpb",
+            ".mvccpb",
+            ".authpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
