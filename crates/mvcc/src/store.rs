@@ -131,6 +131,7 @@ pub struct Store {
     generation: AtomicU64,
     /// One defragmentation at a time.
     pub(crate) defrag_gate: Mutex<()>,
+    commit_observer: std::sync::OnceLock<CommitObserver>,
 }
 
 /// Locks a mutex that guards no data of its own: a panic while it was held leaves nothing
@@ -138,6 +139,11 @@ pub struct Store {
 pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Told how long each write-transaction commit of [`Store::apply`] and [`Store::sync`]
+/// took (fsync included when the commit is durable), for a server's latency metrics.
+/// Called on the committing thread: it must be quick and must not call back into the store.
+pub type CommitObserver = Box<dyn Fn(std::time::Duration) + Send + Sync>;
 
 impl Store {
     /// Opens (or creates) the store. A new store is at revision 1 with applied index 0.
@@ -171,6 +177,7 @@ impl Store {
             write_gate: Mutex::new(()),
             generation: AtomicU64::new(0),
             defrag_gate: Mutex::new(()),
+            commit_observer: std::sync::OnceLock::new(),
         };
         let t = store.read_tables()?;
         tracing::info!(
@@ -181,6 +188,21 @@ impl Store {
             "mvcc store opened"
         );
         Ok(store)
+    }
+
+    /// Sets the observer of commit durations; only the first call takes effect.
+    pub fn set_commit_observer(&self, observer: CommitObserver) {
+        let _ = self.commit_observer.set(observer);
+    }
+
+    /// Commits `txn`, telling the observer how long it took.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        let started = std::time::Instant::now();
+        txn.commit()?;
+        if let Some(observe) = self.commit_observer.get() {
+            observe(started.elapsed());
+        }
+        Ok(())
     }
 
     /// The config the store was opened with.
@@ -245,7 +267,7 @@ impl Store {
         };
         match out {
             Ok(out) => {
-                txn.commit()?;
+                self.commit(txn)?;
                 self.bump_generation();
                 if durable {
                     self.batches_since_durable.store(0, Ordering::Release);
@@ -272,7 +294,7 @@ impl Store {
                 term: meta_get(&meta, META_APPLIED_TERM)?,
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         self.batches_since_durable.store(0, Ordering::Release);
         Ok(applied)
     }
