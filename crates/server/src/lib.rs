@@ -16,6 +16,9 @@
 //! - [`lessor`]: lease clocks, kept by the leader only;
 //!   [`lease_checkpoint`]: their time left, replicated.
 //! - [`members`]: the member records, replicated, and their in-memory copy.
+//! - [`http`]: HTTP on the client port: etcd's JSON gateway, `/health`,
+//!   `/version` and `/metrics`.
+//! - [`metrics`]: the Prometheus metrics, under etcd's names.
 //! - [`server`]: one member put together.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
@@ -26,10 +29,12 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod kv_state;
 pub mod lease_checkpoint;
 pub mod lessor;
 pub mod members;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod replicated;

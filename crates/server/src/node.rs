@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raftkv_raft::{
@@ -31,6 +31,7 @@ use raftkv_storage::{SnapshotConfig, SnapshotMarker, SnapshotStore, Wal, WalConf
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::NodeError;
+use crate::metrics::{Histogram, NodeMetrics};
 
 /// Most inputs handled before the next ready, so one fsync covers them.
 const INPUT_BATCH_MAX: usize = 4096;
@@ -318,6 +319,9 @@ pub struct NodeOptions {
     /// Entries kept in the log below the compaction point, so followers
     /// that lag a little catch up from the log instead of a snapshot.
     pub catch_up_entries: u64,
+    /// Where the driver reports leadership, proposals, fsync latency and
+    /// peer round trips.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 /// Opens the WAL in `wal_dir`, restores or bootstraps the Raft node, and
@@ -342,6 +346,9 @@ pub fn start<SM: StateMachine, T: Transport>(
     };
     let ticker = handle.sender();
     let tick = options.tick;
+    // A heartbeat answered later than an election timeout is not a round
+    // trip worth reporting (it was lost, and a later one answered).
+    let round_trip_max = tick * options.raft.election_tick;
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,6 +381,8 @@ pub fn start<SM: StateMachine, T: Transport>(
         snapshot_index: snapshot_meta.index,
         snapshot_count: options.snapshot_count.max(1),
         catch_up_entries: options.catch_up_entries,
+        metrics: options.metrics,
+        round_trips: RoundTrips::new(round_trip_max),
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-node-{:x}", options.raft.id))
@@ -493,6 +502,56 @@ struct Driver<SM: StateMachine, T> {
     snapshot_index: Index,
     snapshot_count: u64,
     catch_up_entries: u64,
+    metrics: Arc<NodeMetrics>,
+    round_trips: RoundTrips,
+}
+
+/// Peer round trips, timed from a heartbeat to its answer: the one request
+/// and answer pair every leader exchanges with every follower all the time.
+struct RoundTrips {
+    /// When the oldest unanswered heartbeat to each peer left.
+    sent: HashMap<NodeId, Instant>,
+    /// Each peer's histogram, looked up once.
+    histograms: HashMap<NodeId, Histogram>,
+    max: Duration,
+}
+
+impl RoundTrips {
+    fn new(max: Duration) -> Self {
+        Self {
+            sent: HashMap::new(),
+            histograms: HashMap::new(),
+            max,
+        }
+    }
+
+    fn sending(&mut self, messages: &[Message]) {
+        let now = Instant::now();
+        for msg in messages {
+            if matches!(msg.body, MessageBody::Heartbeat { .. }) {
+                let since = self.sent.entry(msg.to).or_insert(now);
+                if now.duration_since(*since) > self.max {
+                    *since = now;
+                }
+            }
+        }
+    }
+
+    fn received(&mut self, msg: &Message, metrics: &NodeMetrics) {
+        if !matches!(msg.body, MessageBody::HeartbeatResponse { .. }) {
+            return;
+        }
+        let Some(sent) = self.sent.remove(&msg.from) else {
+            return;
+        };
+        let took = sent.elapsed();
+        if took <= self.max {
+            self.histograms
+                .entry(msg.from)
+                .or_insert_with(|| metrics.peer_round_trip(msg.from))
+                .observe(took);
+        }
+    }
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -546,6 +605,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                         }
                     }
                     Err(err) => {
+                        self.metrics.proposals_failed.inc();
                         let _ = reply.send(Err(err.into()));
                     }
                 }
@@ -563,6 +623,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 let _ = reply.send(self.raw.transfer_leader(target).map_err(NodeError::from));
             }
             Input::Step(message) => {
+                self.round_trips.received(&message, &self.metrics);
                 if let Err(err) = self.raw.step(message) {
                     tracing::debug!(id = self.id, %err, "peer message refused");
                 }
@@ -660,6 +721,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         // The leader's appends may leave while its own disk write runs.
         let messages = self.attach_snapshots(ready.messages)?;
+        self.round_trips.sending(&messages);
         self.transport.send(messages);
         if !ready.entries.is_empty() {
             self.wal.append_entries(&ready.entries)?;
@@ -668,9 +730,10 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             self.wal.set_hard_state(hard_state)?;
         }
         if ready.must_sync {
-            self.wal.sync()?;
+            self.sync_wal()?;
         }
         let persisted_messages = self.attach_snapshots(ready.persisted_messages)?;
+        self.round_trips.sending(&persisted_messages);
         self.transport.send(persisted_messages);
         self.apply(&ready.committed_entries)?;
         for read in ready.read_states {
@@ -705,6 +768,14 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
     }
 
+    /// Fsyncs the WAL, timing it.
+    fn sync_wal(&mut self) -> Result<(), NodeError> {
+        let started = Instant::now();
+        self.wal.sync()?;
+        self.metrics.wal_fsync.observe(started.elapsed());
+        Ok(())
+    }
+
     fn publish(&self) {
         let raft = self.raw.raft();
         let shared = &self.shared;
@@ -720,6 +791,14 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             .store(raft.log.committed, Ordering::Relaxed);
         let applied = self.state_machine.applied_index().max(raft.log.applied);
         shared.applied_index.store(applied, Ordering::Relaxed);
+        let metrics = &self.metrics;
+        metrics.has_leader.set(i64::from(leader != 0));
+        metrics.is_leader.set(i64::from(raft.role == Role::Leader));
+        metrics.proposals_committed.set(gauge(raft.log.committed));
+        metrics.proposals_applied.set(gauge(applied));
+        metrics
+            .proposals_pending
+            .set(gauge(self.waiters.len() as u64));
     }
 
     fn on_leader_change(&mut self, leader_id: NodeId) {
@@ -727,6 +806,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             return;
         }
         tracing::info!(id = self.id, leader_id, "leader changed");
+        if leader_id != 0 {
+            self.metrics.leader_changes_seen.inc();
+        }
         self.leader_id = leader_id;
         // A read-index request sent to the old leader may never be answered;
         // fail it so the client retries rather than waiting for a time-out.
@@ -780,6 +862,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         let same = decode_proposal(&entry.data).is_some_and(|(committed, _)| committed == id);
         if !same {
             if let Some(reply) = self.waiters.remove(&id) {
+                self.metrics.proposals_failed.inc();
                 let _ = reply.send(Err(NodeError::LeaderChanged));
             }
         }
@@ -787,6 +870,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         let stale = self.proposal_positions.split_off(&entry.index);
         for (_, id) in std::mem::replace(&mut self.proposal_positions, stale) {
             if let Some(reply) = self.waiters.remove(&id) {
+                self.metrics.proposals_failed.inc();
                 let _ = reply.send(Err(NodeError::LeaderChanged));
             }
         }
@@ -868,7 +952,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             index: meta.index,
             term: meta.term,
         })?;
-        self.wal.sync()?;
+        self.sync_wal()?;
         self.conf_history = BTreeMap::from([(meta.index, meta.conf_state.clone())]);
         self.snapshot_index = meta.index;
         Ok(())
@@ -928,7 +1012,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         })?;
         self.wal
             .save_snapshot_marker(SnapshotMarker { index, term })?;
-        self.wal.sync()?;
+        self.sync_wal()?;
         self.raw.compact_log(meta.clone())?;
         let released = self.wal.release_segments()?;
         self.snapshots.release()?;
@@ -947,6 +1031,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             Err(err) => err.clone(),
         };
         for (_, reply) in self.waiters.drain() {
+            self.metrics.proposals_failed.inc();
             let _ = reply.send(Err(err.clone()));
         }
         let reads = self
@@ -965,6 +1050,11 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             let _ = reply.send(Err(err.clone()));
         }
     }
+}
+
+/// An index or count as a gauge value (they stay far below `i64::MAX`).
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn answer<O>(

@@ -1,5 +1,6 @@
 //! Putting a member together: open its data, start the node driver, serve
-//! etcd's gRPC API on the client URLs, and stop cleanly on a signal.
+//! etcd's gRPC API and its HTTP endpoints on the client URLs (and metrics on
+//! the metrics URLs), and stop cleanly on a signal.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -8,10 +9,7 @@ use std::time::Duration;
 
 use raftkv_mvcc::Store;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
-use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
-use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::raftkvpeer::peer_client::PeerClient;
 use raftkv_proto::raftkvpeer::peer_server::PeerServer;
 use raftkv_proto::raftkvpeer::{Member, MembersRequest};
@@ -19,14 +17,14 @@ use raftkv_raft::Config as RaftConfig;
 
 use crate::config::{ClusterState, ServerConfig};
 use crate::grpc::cluster::ClusterService;
-use crate::grpc::kv::KvService;
 use crate::grpc::lease::{run_expiry, LeaseService};
-use crate::grpc::maintenance::MaintenanceService;
-use crate::grpc::watch::WatchService;
-use crate::grpc::ServiceContext;
+use crate::grpc::maintenance::ETCD_VERSION;
+use crate::grpc::{ServiceContext, Services};
+use crate::http::HttpState;
 use crate::kv_state::KvStateMachine;
 use crate::lessor::Lessor;
 use crate::members::MemberDirectory;
+use crate::metrics::{served_methods, Metrics};
 use crate::node::{self, NodeHandle, NodeOptions};
 use crate::peer::service::PeerService;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
@@ -166,6 +164,12 @@ pub async fn run(
     let mut store_config = raftkv_mvcc::Config::new(member_dir.join(STORE_FILE));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     let store = Arc::new(Store::open(store_config)?);
+    let metrics = Arc::new(Metrics::new(
+        &served_methods(&crate::grpc::SERVED),
+        ETCD_VERSION,
+    ));
+    let backend_commit = metrics.node.backend_commit.clone();
+    store.set_commit_observer(Box::new(move |took| backend_commit.observe(took)));
     let hub = WatchHub::new();
     let lessor = Arc::new(Lessor::default());
     let members = MemberDirectory::new(config.member_id);
@@ -198,6 +202,7 @@ pub async fn run(
         input_queue: 16 * 1024,
         snapshot_count: config.snapshot_count,
         catch_up_entries: SNAPSHOT_CATCH_UP_ENTRIES.min(config.snapshot_count),
+        metrics: metrics.node.clone(),
     };
     // The transport reports unreachable peers to the node it feeds, which
     // exists only once the node has started with the transport.
@@ -259,7 +264,13 @@ pub async fn run(
             }
         }
     };
-    let served = serve_clients(&config, ctx, hub, lessor, min_ttl, stop).await;
+    let services = Services::new(ctx.clone(), hub, lessor, min_ttl);
+    let state = HttpState { ctx, metrics };
+    let metrics_listeners = serve_metrics(&config, &state)?;
+    let served = serve_clients(&config, &services, state, stop).await;
+    for listener in metrics_listeners {
+        listener.abort();
+    }
     expiry.abort();
     publish.abort();
     compactor.abort();
@@ -496,32 +507,30 @@ fn record_identity(
     })
 }
 
+/// Largest JSON gateway request body, set by `--max-request-bytes`: base64
+/// makes bytes a third longer and JSON adds its syntax, so twice the
+/// request limit, plus room for a request of many small operations.
+fn gateway_body_bytes_max(max_request_bytes: u64) -> usize {
+    usize::try_from(max_request_bytes.saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20)
+}
+
+/// Serves gRPC and HTTP (the JSON gateway, `/health`, `/version`,
+/// `/metrics`) on the first client URL until `shutdown` resolves.
 async fn serve_clients(
     config: &ServerConfig,
-    ctx: ServiceContext,
-    hub: WatchHub,
-    lessor: Arc<Lessor>,
-    min_lease_ttl: i64,
+    services: &Services,
+    state: HttpState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
     let max_message_bytes = (config.max_request_bytes as usize).max(4 << 20) + (1 << 20);
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(
-            KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(MaintenanceServer::new(MaintenanceService::new(ctx.clone())))
-        .add_service(WatchServer::new(WatchService::new(ctx.clone(), hub)))
-        .add_service(LeaseServer::new(LeaseService::new(
-            ctx.clone(),
-            lessor,
-            min_lease_ttl,
-        )))
-        .add_service(ClusterServer::new(ClusterService::new(ctx)));
+    let routes = crate::http::client_routes(
+        services.routes(max_message_bytes).await,
+        services,
+        state,
+        gateway_body_bytes_max(config.max_request_bytes),
+    );
     let Some(&addr) = config.listen_client.first() else {
         return Err(ServerError::Unsupported(
             "no client URL to listen on".into(),
@@ -536,19 +545,16 @@ async fn serve_clients(
     })?;
     tracing::info!(%addr, name = %config.name, member_id = format!("{:x}", config.member_id), "serving client requests");
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = router.serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        async {
-            let _ = stopped.await;
-        },
-    );
+    let serve = crate::http::serve(routes, listener, async {
+        let _ = stopped.await;
+    });
     tokio::pin!(serve);
     let served = tokio::select! {
         result = &mut serve => result,
         () = shutdown => {
             let _ = stop_serving.send(());
             // Let requests in flight finish, but do not wait on idle
-            // client connections forever.
+            // client connections (or open watches) forever.
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -562,6 +568,29 @@ async fn serve_clients(
         addr,
         reason: e.to_string(),
     })
+}
+
+/// Serves `/metrics` and `/health` on every `--listen-metrics-urls` address,
+/// in the background.
+fn serve_metrics(
+    config: &ServerConfig,
+    state: &HttpState,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
+    let mut tasks = Vec::new();
+    for &addr in &config.listen_metrics {
+        let listener = bind(addr).map_err(|e| ServerError::Serve {
+            addr,
+            reason: e.to_string(),
+        })?;
+        tracing::info!(%addr, "serving metrics and health");
+        let routes = crate::http::metrics_routes(state.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = crate::http::serve(routes, listener, std::future::pending()).await {
+                tracing::error!(%addr, %err, "metrics listener failed");
+            }
+        }));
+    }
+    Ok(tasks)
 }
 
 /// How long requests in flight may take to finish at shutdown.

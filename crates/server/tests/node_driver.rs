@@ -144,6 +144,7 @@ fn start_compacting(
         input_queue: 1024,
         snapshot_count,
         catch_up_entries: 5,
+        metrics: Default::default(),
     };
     let recorder = Recorder::default();
     let transport = ChannelTransport {

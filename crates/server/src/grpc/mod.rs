@@ -8,10 +8,16 @@
 //! - [`watch`] serves Watch.
 //! - [`lease`] serves Lease; expiry runs on the leader.
 //!
+//! - [`counting`] counts calls per method and code for `/metrics`.
+//!
 //! Auth, Lock and Election are not served yet; clients calling them get
 //! gRPC's Unimplemented.
+//!
+//! [`Services`] holds one instance of each service, shared by gRPC and the
+//! JSON gateway, so both run the same code.
 
 pub mod cluster;
+pub mod counting;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -21,10 +27,79 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_mvcc::Store;
+use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
+use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
+use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_proto::etcdserverpb::ResponseHeader;
+use tonic::server::NamedService;
 
+use crate::lessor::Lessor;
 use crate::node::NodeHandle;
 use crate::replicated::Outcome;
+use crate::watch::WatchHub;
+
+/// The etcd services a member serves (besides `grpc.health.v1.Health`).
+pub const SERVED: [&str; 5] = [
+    <KvServer<kv::KvService> as NamedService>::NAME,
+    <WatchServer<watch::WatchService> as NamedService>::NAME,
+    <LeaseServer<lease::LeaseService> as NamedService>::NAME,
+    <ClusterServer<cluster::ClusterService> as NamedService>::NAME,
+    <MaintenanceServer<maintenance::MaintenanceService> as NamedService>::NAME,
+];
+
+/// One instance of each service.
+#[derive(Clone)]
+pub struct Services {
+    /// KV.
+    pub kv: Arc<kv::KvService>,
+    /// Watch.
+    pub watch: Arc<watch::WatchService>,
+    /// Lease.
+    pub lease: Arc<lease::LeaseService>,
+    /// Cluster.
+    pub cluster: Arc<cluster::ClusterService>,
+    /// Maintenance.
+    pub maintenance: Arc<maintenance::MaintenanceService>,
+}
+
+impl Services {
+    /// The services over `ctx`; watches are fed by `hub`, leases kept by
+    /// `lessor` and granted for at least `min_lease_ttl` seconds.
+    pub fn new(
+        ctx: ServiceContext,
+        hub: WatchHub,
+        lessor: Arc<Lessor>,
+        min_lease_ttl: i64,
+    ) -> Self {
+        Self {
+            kv: Arc::new(kv::KvService::new(ctx.clone())),
+            watch: Arc::new(watch::WatchService::new(ctx.clone(), hub)),
+            lease: Arc::new(lease::LeaseService::new(ctx.clone(), lessor, min_lease_ttl)),
+            cluster: Arc::new(cluster::ClusterService::new(ctx.clone())),
+            maintenance: Arc::new(maintenance::MaintenanceService::new(ctx)),
+        }
+    }
+
+    /// The gRPC routes of every service and of the standard health service
+    /// (reporting SERVING, as etcd does); KV requests may be up to
+    /// `max_message_bytes` long.
+    pub async fn routes(&self, max_message_bytes: usize) -> tonic::service::Routes {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        tonic::service::Routes::new(health_service)
+            .add_service(
+                KvServer::from_arc(self.kv.clone()).max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(MaintenanceServer::from_arc(self.maintenance.clone()))
+            .add_service(WatchServer::from_arc(self.watch.clone()))
+            .add_service(LeaseServer::from_arc(self.lease.clone()))
+            .add_service(ClusterServer::from_arc(self.cluster.clone()))
+    }
+}
 
 /// What every service needs: the node, the store, the ids and the limits.
 #[derive(Clone)]
