@@ -24,8 +24,17 @@ fn unb64(value: &Value) -> Vec<u8> {
         .expect("valid base64")
 }
 
-/// An int64/uint64 as the gateway writes it: a JSON string.
+/// An int64 as the gateway writes it: a JSON string.
 fn int(value: &Value) -> i64 {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a string"))
+        .parse()
+        .expect("a decimal")
+}
+
+/// A uint64 as the gateway writes it: a JSON string.
+fn uint(value: &Value) -> u64 {
     value
         .as_str()
         .unwrap_or_else(|| panic!("{value} is not a string"))
@@ -215,14 +224,18 @@ fn gateway_kv_calls_agree_with_grpc() {
     let port = free_port();
     let server = start(dir.path(), port, &[]);
 
-    let put = ok(port, "/v3/kv/put", json!({"key": b64("foo"), "value": b64("bar")}));
+    let put = ok(
+        port,
+        "/v3/kv/put",
+        json!({"key": b64("foo"), "value": b64("bar")}),
+    );
     let put_rev = int(&put["header"]["revision"]);
     let grpc = grpc_range(port, "foo");
     let header = grpc.header.expect("header");
     assert_eq!(put_rev, header.revision);
-    assert_eq!(int(&put["header"]["cluster_id"]) as u64, header.cluster_id);
-    assert_eq!(int(&put["header"]["member_id"]) as u64, header.member_id);
-    assert_eq!(int(&put["header"]["raft_term"]) as u64, header.raft_term);
+    assert_eq!(uint(&put["header"]["cluster_id"]), header.cluster_id);
+    assert_eq!(uint(&put["header"]["member_id"]), header.member_id);
+    assert_eq!(uint(&put["header"]["raft_term"]), header.raft_term);
 
     // int64 fields are accepted as numbers and as strings.
     let range = ok(
@@ -299,8 +312,16 @@ fn gateway_kv_calls_agree_with_grpc() {
     // Compaction, then a read below it: etcd's error, mapped as
     // grpc-gateway maps OutOfRange.
     let head = grpc_put(port, "foo", "again");
-    ok(port, "/v3/kv/compaction", json!({"revision": head.to_string()}));
-    let compacted = post(port, "/v3/kv/range", json!({"key": b64("foo"), "revision": 2}));
+    ok(
+        port,
+        "/v3/kv/compaction",
+        json!({"revision": head.to_string()}),
+    );
+    let compacted = post(
+        port,
+        "/v3/kv/range",
+        json!({"key": b64("foo"), "revision": 2}),
+    );
     assert_eq!(compacted.status, 400);
     assert_eq!(compacted.header("content-type"), Some("application/json"));
     let message = "etcdserver: mvcc: required revision has been compacted";
@@ -308,7 +329,11 @@ fn gateway_kv_calls_agree_with_grpc() {
         compacted.json(),
         json!({"error": message, "code": 11, "message": message})
     );
-    let future = post(port, "/v3/kv/range", json!({"key": b64("foo"), "revision": head + 100}));
+    let future = post(
+        port,
+        "/v3/kv/range",
+        json!({"key": b64("foo"), "revision": head + 100}),
+    );
     assert_eq!(future.status, 400);
     assert_eq!(future.json()["code"], json!(11));
     let empty = post(port, "/v3/kv/put", json!({"value": b64("no key")}));
@@ -383,7 +408,8 @@ fn gateway_watch_streams_events_as_json_lines() {
     let server = start(dir.path(), port, &[]);
 
     let mut conn = Conn::open(port);
-    let create = json!({"create_request": {"key": b64("w/"), "range_end": b64("w0"), "prev_kv": true}});
+    let create =
+        json!({"create_request": {"key": b64("w/"), "range_end": b64("w0"), "prev_kv": true}});
     conn.send("POST", "/v3/watch", &[], create.to_string().as_bytes());
     let (status, headers) = conn.head();
     assert_eq!(status, 200);
@@ -410,7 +436,10 @@ fn gateway_watch_streams_events_as_json_lines() {
     let event = next_line(&mut conn);
     let events = &event["result"]["events"];
     assert_eq!(int(&event["result"]["header"]["revision"]), first);
-    assert!(events[0].get("type").is_none(), "PUT is the default: {event}");
+    assert!(
+        events[0].get("type").is_none(),
+        "PUT is the default: {event}"
+    );
     assert_eq!(unb64(&events[0]["kv"]["key"]), b"w/a");
     assert_eq!(unb64(&events[0]["kv"]["value"]), b"1");
     let event = next_line(&mut conn);
@@ -517,11 +546,7 @@ fn metrics_report_leadership_proposals_disk_and_grpc_calls() {
     let port = free_port();
     let metrics_port = free_port();
     let metrics_url = format!("http://127.0.0.1:{metrics_port}");
-    let server = start(
-        dir.path(),
-        port,
-        &["--listen-metrics-urls", &metrics_url],
-    );
+    let server = start(dir.path(), port, &["--listen-metrics-urls", &metrics_url]);
 
     let before = get(port, "/metrics");
     assert_eq!(before.status, 200);
@@ -554,12 +579,14 @@ fn metrics_report_leadership_proposals_disk_and_grpc_calls() {
     assert_eq!(sample(&after, "etcd_server_proposals_pending"), Some(0.0));
     assert!(sample(&after, "etcd_disk_wal_fsync_duration_seconds_count").expect("fsyncs") >= 5.0);
     assert!(
-        sample(&after, "etcd_disk_backend_commit_duration_seconds_count").expect("commits")
-            >= 5.0
+        sample(&after, "etcd_disk_backend_commit_duration_seconds_count").expect("commits") >= 5.0
     );
     assert!(sample(&after, "etcd_disk_wal_fsync_duration_seconds_sum").expect("sum") > 0.0);
     assert_eq!(
-        sample(&after, "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+        sample(
+            &after,
+            "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
         sample(&after, "etcd_disk_wal_fsync_duration_seconds_count")
     );
     assert!(sample(&after, "etcd_mvcc_db_total_size_in_bytes").expect("db size") > 0.0);
@@ -606,7 +633,10 @@ fn bad_requests_are_refused_and_the_connection_keeps_serving() {
 
     // The same connection goes on serving.
     let put = json!({"key": b64("k"), "value": b64("v")}).to_string();
-    assert_eq!(conn.call("POST", "/v3/kv/put", &[], put.as_bytes()).status, 200);
+    assert_eq!(
+        conn.call("POST", "/v3/kv/put", &[], put.as_bytes()).status,
+        200
+    );
     let range = conn.call("POST", "/v3/kv/range", &[], br#"{"key":"aw=="}"#);
     assert_eq!(range.status, 200);
     assert_eq!(unb64(&range.json()["kvs"][0]["value"]), b"v");
@@ -631,7 +661,12 @@ fn bad_requests_are_refused_and_the_connection_keeps_serving() {
     assert_eq!(refused.json()["code"], json!(8));
 
     // Wrong method on a gateway path; the server is still well.
-    assert_eq!(Conn::open(port).call("GET", "/v3/kv/range", &[], b"").status, 405);
+    assert_eq!(
+        Conn::open(port)
+            .call("GET", "/v3/kv/range", &[], b"")
+            .status,
+        405
+    );
     assert_eq!(get(port, "/health").status, 200);
     assert_eq!(server.stop().code(), Some(0));
 }

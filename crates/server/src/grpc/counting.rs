@@ -5,13 +5,14 @@
 //! answered in the response headers, otherwise from the trailers that end
 //! the response body, so a stream counts when it ends, not when it opens.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -19,23 +20,93 @@ use http_body::{Frame, SizeHint};
 
 use crate::metrics::{GrpcMetrics, HandledGuard};
 
-/// The middleware: pass it to `axum::middleware::from_fn_with_state` with
-/// the member's [`GrpcMetrics`].
-pub async fn count(
-    State(metrics): State<Arc<GrpcMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(counters) = metrics.method(request.uri().path()) else {
-        return next.run(request).await;
-    };
-    let mut guard = HandledGuard::start(counters);
-    let response = next.run(request).await;
-    if let Some(code) = grpc_status(response.headers()) {
-        guard.finish(code);
-        return response;
+/// The layer to put around the gRPC routes (a plain tower layer rather than
+/// an axum middleware function: it adds no allocation of its own to a call).
+#[derive(Clone)]
+pub struct CountingLayer {
+    metrics: Arc<GrpcMetrics>,
+}
+
+impl CountingLayer {
+    /// Counts into `metrics`.
+    pub fn new(metrics: Arc<GrpcMetrics>) -> Self {
+        Self { metrics }
     }
-    response.map(|inner| Body::new(CountedBody { inner, guard }))
+}
+
+impl<S> tower::Layer<S> for CountingLayer {
+    type Service = Counting<S>;
+
+    fn layer(&self, inner: S) -> Counting<S> {
+        Counting {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A gRPC service with its calls counted.
+#[derive(Clone)]
+pub struct Counting<S> {
+    inner: S,
+    metrics: Arc<GrpcMetrics>,
+}
+
+impl<S> tower::Service<Request> for Counting<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = CountingFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let guard = self
+            .metrics
+            .method(request.uri().path())
+            .map(HandledGuard::start);
+        CountingFuture {
+            inner: self.inner.call(request),
+            guard,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a counted call, on its way.
+    pub struct CountingFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<HandledGuard>,
+    }
+}
+
+impl<F> Future for CountingFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
+            return Poll::Pending;
+        };
+        let Some(mut guard) = this.guard.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        if let Some(code) = grpc_status(response.headers()) {
+            guard.finish(code);
+            return Poll::Ready(Ok(response));
+        }
+        Poll::Ready(Ok(
+            response.map(|inner| Body::new(CountedBody { inner, guard }))
+        ))
+    }
 }
 
 /// The status a gRPC response or trailer block carries, if any.

@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, StatusCode};
-use tokio_stream::StreamExt as _;
 
 use crate::grpc::{counting, ServiceContext, Services};
 use crate::metrics::Metrics;
@@ -50,10 +49,7 @@ pub fn client_routes(
 ) -> tonic::service::Routes {
     let grpc = grpc
         .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.grpc.clone(),
-            counting::count,
-        ));
+        .layer(counting::CountingLayer::new(state.metrics.grpc.clone()));
     let gateway = gateway::routes(services, state.metrics.grpc.clone(), gateway_body_bytes_max);
     let plain = Router::new()
         .route("/health", get(health::health))
@@ -80,14 +76,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    // Small requests and answers go out at once rather than waiting on
-    // Nagle's algorithm for an acknowledgement.
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            let _ = stream.set_nodelay(true);
-        }
-        accepted
-    });
+    // TCP_NODELAY stays off, as before HTTP was served here: under load it
+    // cost gRPC reads about a seventh more server CPU per call.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
