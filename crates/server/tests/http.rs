@@ -464,7 +464,15 @@ fn status_member_list_health_and_version_answer_as_etcd() {
     assert_eq!(status["version"], json!("3.5.13"));
     assert_eq!(status["leader"], status["header"]["member_id"]);
     assert!(int(&status["raftIndex"]) > 0 && int(&status["dbSize"]) > 0);
-    let members = ok(port, "/v3/cluster/member/list", json!({}));
+    // A member publishes its client URLs through Raft once it runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let members = loop {
+        let members = ok(port, "/v3/cluster/member/list", json!({}));
+        if members["members"][0].get("clientURLs").is_some() || Instant::now() > deadline {
+            break members;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let me = &members["members"][0];
     assert_eq!(me["ID"], status["header"]["member_id"]);
     assert_eq!(
@@ -487,6 +495,28 @@ fn status_member_list_health_and_version_answer_as_etcd() {
         r#"{"etcdserver":"3.5.13","etcdcluster":"3.5.0"}"#
     );
     assert_eq!(get(port, "/no/such/page").status, 404);
+
+    // A raised alarm makes the member unhealthy, unless excluded; enums are
+    // taken by name through the gateway.
+    let member_id = status["header"]["member_id"].clone();
+    let alarm = |action: &str| {
+        ok(
+            port,
+            "/v3/maintenance/alarm",
+            json!({"action": action, "memberID": member_id, "alarm": "NOSPACE"}),
+        )
+    };
+    let raised = alarm("ACTIVATE");
+    assert_eq!(raised["alarms"][0]["alarm"], json!("NOSPACE"), "{raised}");
+    let health = get(port, "/health");
+    assert_eq!(health.status, 503);
+    assert_eq!(
+        health.text(),
+        "{\"health\":\"false\",\"reason\":\"ALARM NOSPACE\"}\n"
+    );
+    assert_eq!(get(port, "/health?exclude=NOSPACE").status, 200);
+    alarm("DEACTIVATE");
+    assert_eq!(get(port, "/health").status, 200);
     assert_eq!(server.stop().code(), Some(0));
 }
 

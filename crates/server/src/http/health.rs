@@ -1,17 +1,19 @@
 //! `GET /health`, as etcd 3.5 answers it: `{"health":"true","reason":""}`
 //! with 200, or `"false"` and a reason with 503.
 //!
-//! The member is unhealthy when it knows no leader (`RAFT NO LEADER`) or
-//! when a read fails (`RANGE ERROR:<why>`). The read is linearizable, through
-//! the same read-index barrier the KV service uses, so a member cut off from
-//! its quorum reports it; with `?serializable=true` the leader check is
-//! skipped and the read is local, which tells whether this member itself
-//! serves. raftkv raises no alarms yet, so `?exclude=` has nothing to
-//! exclude.
+//! In etcd's order, the member is unhealthy while an alarm is raised
+//! (`ALARM NOSPACE`; `?exclude=NOSPACE` ignores that type), when it knows no
+//! leader (`RAFT NO LEADER`), or when a read fails (`RANGE ERROR:<why>`).
+//! The read is linearizable, through the same read-index barrier the KV
+//! service uses, so a member cut off from its quorum reports it; with
+//! `?serializable=true` the leader check is skipped and the read is local,
+//! which tells whether this member itself serves.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{header, StatusCode, Uri};
+
+use raftkv_proto::etcdserverpb::AlarmType;
 
 use super::HttpState;
 
@@ -23,12 +25,19 @@ struct Health {
 
 /// The handler.
 pub async fn health(State(state): State<HttpState>, uri: Uri) -> Response {
-    let serializable = uri
+    let query: Vec<(&str, &str)> = uri
         .query()
         .unwrap_or("")
         .split('&')
-        .any(|pair| pair == "serializable=true");
-    let verdict = check(&state, serializable).await;
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let serializable = query.contains(&("serializable", "true"));
+    let excluded: Vec<&str> = query
+        .iter()
+        .filter(|(name, _)| *name == "exclude")
+        .map(|&(_, alarm)| alarm)
+        .collect();
+    let verdict = check(&state, serializable, &excluded).await;
     let body = serde_json::to_string(&verdict).unwrap_or_default();
     // etcd writes this JSON as text/plain (Go's sniffed type), and a failure
     // through http.Error: with a newline and nosniff.
@@ -48,12 +57,24 @@ pub async fn health(State(state): State<HttpState>, uri: Uri) -> Response {
     }
 }
 
-async fn check(state: &HttpState, serializable: bool) -> Health {
+async fn check(state: &HttpState, serializable: bool, excluded: &[&str]) -> Health {
     let unhealthy = |reason: String| Health {
         health: "false",
         reason,
     };
     let ctx = &state.ctx;
+    match crate::alarm::list(&ctx.store) {
+        Ok(alarms) => {
+            let raised = alarms.iter().find_map(|a| {
+                let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                (!excluded.contains(&name)).then_some(name)
+            });
+            if let Some(name) = raised {
+                return unhealthy(format!("ALARM {name}"));
+            }
+        }
+        Err(err) => return unhealthy(format!("RANGE ERROR:{err}")),
+    }
     if !serializable && ctx.node.shared().leader_id() == 0 {
         return unhealthy("RAFT NO LEADER".into());
     }
