@@ -114,7 +114,13 @@ impl TestServer {
                 key: b"ready?".to_vec(),
                 ..Default::default()
             }));
-            if read.is_ok() {
+            // Ready once it serves reads and has published its client URLs
+            // (a member does so through the log shortly after it starts).
+            let published = read.is_ok()
+                && runtime
+                    .block_on(client.member_list())
+                    .is_ok_and(|list| list.members.iter().all(|m| !m.client_ur_ls.is_empty()));
+            if published {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
