@@ -9,27 +9,11 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::{free_port, runtime, start};
+use common::{etcdctl_available, free_port, runtime, start};
 
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use tonic::Code;
-
-fn etcdctl_available(test: &str) -> bool {
-    let found = Command::new("etcdctl")
-        .arg("version")
-        .env("ETCDCTL_API", "3")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
-            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but not on PATH"
-        );
-        eprintln!("SKIPPED {test}: etcdctl not on PATH (apt-get install etcd-client)");
-    }
-    found
-}
 
 fn etcdctl(port: u16, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new("etcdctl");

@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, runtime, start, start_cluster};
+use common::{etcdctl_available, free_port, runtime, start, start_cluster};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
@@ -579,22 +579,6 @@ fn nospace_refuses_growth_until_compacted_defragmented_and_disarmed() {
         assert_eq!(alarms(server.port).await.len(), 1);
     });
     assert!(server.stop().success());
-}
-
-fn etcdctl_available(test: &str) -> bool {
-    let found = Command::new("etcdctl")
-        .arg("version")
-        .env("ETCDCTL_API", "3")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
-            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but not on PATH"
-        );
-        eprintln!("SKIPPED {test}: etcdctl not on PATH (apt-get install etcd-client)");
-    }
-    found
 }
 
 fn etcdctl(port: u16, args: &[&str]) -> Output {

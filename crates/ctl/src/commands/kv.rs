@@ -8,7 +8,7 @@ use clap::Args;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 
-use super::{emit, parse_i64, prefix_range_end, Context};
+use super::{emit, flagged_range, parse_i64, Context};
 use crate::error::CtlError;
 use crate::output::Format;
 
@@ -164,7 +164,7 @@ pub fn range_request(args: &GetArgs) -> Result<pb::RangeRequest, CtlError> {
             )))
         }
     };
-    let mut key = first.clone().into_bytes();
+    let key = first.clone().into_bytes();
     let mut range_end = Vec::new();
     if let Some(end) = args.args.get(1) {
         if args.prefix || args.from_key {
@@ -203,20 +203,7 @@ pub fn range_request(args: &GetArgs) -> Result<pb::RangeRequest, CtlError> {
     if target == SortTarget::Key && order == SortOrder::Ascend {
         order = SortOrder::None;
     }
-    if args.prefix {
-        if key.is_empty() {
-            key = vec![0];
-            range_end = vec![0];
-        } else {
-            range_end = prefix_range_end(&key);
-        }
-    }
-    if args.from_key {
-        if key.is_empty() {
-            key = vec![0];
-        }
-        range_end = vec![0];
-    }
+    let (key, range_end) = flagged_range(key, range_end, args.prefix, args.from_key);
     Ok(pb::RangeRequest {
         key,
         range_end,
@@ -243,7 +230,7 @@ pub fn delete_request(args: &DelArgs) -> Result<pb::DeleteRangeRequest, CtlError
             "`--prefix` and `--from-key` cannot be set at the same time, choose one",
         ));
     }
-    let mut key = first.clone().into_bytes();
+    let key = first.clone().into_bytes();
     let mut range_end = Vec::new();
     if let Some(end) = args.args.get(1) {
         if args.prefix || args.from_key {
@@ -253,20 +240,7 @@ pub fn delete_request(args: &DelArgs) -> Result<pb::DeleteRangeRequest, CtlError
         }
         range_end = end.clone().into_bytes();
     }
-    if args.prefix {
-        if key.is_empty() {
-            key = vec![0];
-            range_end = vec![0];
-        } else {
-            range_end = prefix_range_end(&key);
-        }
-    }
-    if args.from_key {
-        if key.is_empty() {
-            key = vec![0];
-        }
-        range_end = vec![0];
-    }
+    let (key, range_end) = flagged_range(key, range_end, args.prefix, args.from_key);
     Ok(pb::DeleteRangeRequest {
         key,
         range_end,

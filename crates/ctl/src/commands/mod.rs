@@ -119,6 +119,32 @@ pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// etcdctl's `--prefix` and `--from-key`: the key range they make of `key`
+/// (and an explicit `range_end`, which they replace). An empty key means
+/// every key, as `\0`.
+pub fn flagged_range(
+    mut key: Vec<u8>,
+    mut range_end: Vec<u8>,
+    prefix: bool,
+    from_key: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    if prefix {
+        if key.is_empty() {
+            key = vec![0];
+            range_end = vec![0];
+        } else {
+            range_end = prefix_range_end(&key);
+        }
+    }
+    if from_key {
+        if key.is_empty() {
+            key = vec![0];
+        }
+        range_end = vec![0];
+    }
+    (key, range_end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

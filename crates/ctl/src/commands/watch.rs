@@ -12,7 +12,7 @@ use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use tokio_stream::StreamExt as _;
 
-use super::{emit, emit_err, prefix_range_end, Context};
+use super::{emit, emit_err, flagged_range, Context};
 use crate::client::Target;
 use crate::error::{status_message, CtlError, ExitCode};
 
@@ -42,20 +42,13 @@ pub fn create_request(args: &WatchArgs) -> Result<pb::WatchCreateRequest, CtlErr
             "`range_end` and `--prefix` are mutually exclusive",
         ));
     }
-    let mut key = args.args[0].clone().into_bytes();
-    let mut range_end = args
+    let key = args.args[0].clone().into_bytes();
+    let range_end = args
         .args
         .get(1)
         .map(|e| e.clone().into_bytes())
         .unwrap_or_default();
-    if args.prefix {
-        if key.is_empty() {
-            key = vec![0];
-            range_end = vec![0];
-        } else {
-            range_end = prefix_range_end(&key);
-        }
-    }
+    let (key, range_end) = flagged_range(key, range_end, args.prefix, false);
     Ok(pb::WatchCreateRequest {
         key,
         range_end,

@@ -190,3 +190,22 @@ pub fn start_cluster_with(base: &std::path::Path, size: usize, extra: &[&str]) -
     }
     members
 }
+
+/// Whether etcdctl is on PATH; when it is not, the test is skipped with a
+/// note, unless RAFTKV_REQUIRE_ETCDCTL is set (the README's test command
+/// sets it), where that is a failure.
+pub fn etcdctl_available(test: &str) -> bool {
+    let found = Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("RAFTKV_REQUIRE_ETCDCTL").is_none(),
+            "etcdctl is required (RAFTKV_REQUIRE_ETCDCTL is set) but not on PATH"
+        );
+        eprintln!("SKIPPED {test}: etcdctl not on PATH (apt-get install etcd-client)");
+    }
+    found
+}
