@@ -157,9 +157,10 @@ impl Side {
                         .into_owned();
                 }
             }
-            // A new member's id is random, and members are listed in id
-            // order.
-            text = Regex::new(r"Member [0-9a-f]{16} added to cluster")
+            // A new member's id is random (printed as Go's `%16x`, so padded
+            // with spaces when it has leading zero digits), and members are
+            // listed in id order.
+            text = Regex::new(r"Member [ 0-9a-f]{16} added to cluster")
                 .unwrap()
                 .replace_all(&text, "Member NEW added to cluster")
                 .into_owned();
