@@ -436,13 +436,13 @@ fn etcdctl_adds_updates_promotes_and_removes_members_like_etcd() {
         &["member", "update", &id, &format!("--peer-urls={moved}")],
     );
     assert!(
-        updated.starts_with(&format!("Member {id} updated in cluster ")),
+        updated.starts_with(&format!("Member {id:>16} updated in cluster ")),
         "{updated}"
     );
     assert!(ok(port, &["member", "list"]).contains(&moved));
     let removed = ok(port, &["member", "remove", &id]);
     assert!(
-        removed.starts_with(&format!("Member {id} removed from cluster ")),
+        removed.starts_with(&format!("Member {id:>16} removed from cluster ")),
         "{removed}"
     );
     fails_with(
