@@ -237,6 +237,7 @@ pub async fn run(
         leader_link: Arc::default(),
         quota_backend_bytes: config.quota_backend_bytes,
         watch_progress_interval: config.watch_progress_interval,
+        own_attributes: (config.name.clone(), config.advertise_client_urls.clone()),
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),

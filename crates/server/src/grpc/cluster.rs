@@ -35,8 +35,23 @@ impl ClusterService {
         Self { ctx }
     }
 
+    /// The members as etcd lists them. This member's own name and client
+    /// URLs come from its flags until its publish is applied, so a client
+    /// syncing its endpoints right after start still finds this member.
     fn members_pb(&self) -> Vec<pb::Member> {
-        self.ctx.members.list().into_iter().map(to_pb).collect()
+        let (own_name, own_urls) = &self.ctx.own_attributes;
+        self.ctx
+            .members
+            .list()
+            .into_iter()
+            .map(|mut m| {
+                if m.id == self.ctx.member_id && m.client_urls.is_empty() {
+                    m.name.clone_from(own_name);
+                    m.client_urls.clone_from(own_urls);
+                }
+                to_pb(m)
+            })
+            .collect()
     }
 
     fn header(&self) -> Result<Option<pb::ResponseHeader>, Status> {
