@@ -95,6 +95,10 @@ pub struct Flags {
     /// How often watchers created with progress_notify hear progress.
     #[arg(long, default_value = "10m0s")]
     pub experimental_watch_progress_notify_interval: String,
+    /// Local IP address to open peer connections from (default: chosen by
+    /// the operating system).
+    #[arg(long)]
+    pub experimental_peer_source_ip: Option<std::net::IpAddr>,
 }
 
 /// How automatic compaction is scheduled.
@@ -175,6 +179,8 @@ pub struct ServerConfig {
     pub lease_checkpoint_interval: Duration,
     /// How often watchers created with progress_notify hear progress.
     pub watch_progress_interval: Duration,
+    /// Source address of outgoing peer connections.
+    pub peer_source_ip: Option<std::net::IpAddr>,
 }
 
 /// The backend quota etcd applies when `--quota-backend-bytes` is 0.
@@ -301,6 +307,7 @@ impl ServerConfig {
                 Some(urls) => parse_addrs(urls, "--listen-metrics-urls")?,
                 None => Vec::new(),
             },
+            peer_source_ip: flags.experimental_peer_source_ip,
         })
     }
 }

@@ -24,6 +24,7 @@
 #![deny(missing_docs, unsafe_code)]
 
 pub mod alarm;
+pub mod cli;
 pub mod compactor;
 pub mod config;
 pub mod convert;

@@ -1,60 +1,6 @@
 //! `raftkv`: the server binary. Takes etcd's flags; with none, runs a
 //! one-member cluster on 127.0.0.1:2379 with its data in ./default.raftkv.
 
-use std::process::ExitCode;
-
-use clap::Parser;
-use raftkv_server::config::{Flags, ServerConfig};
-
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let flags = Flags::parse();
-    let config = match ServerConfig::from_flags(&flags) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("raftkv: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("raftkv: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(raftkv_server::server::run(config, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(%err, "raftkv failed");
-            eprintln!("raftkv: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::error!(%err, "cannot watch SIGTERM");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+fn main() -> std::process::ExitCode {
+    raftkv_server::cli::main()
 }

@@ -207,6 +207,13 @@ impl<O> Clone for NodeHandle<O> {
 }
 
 impl<O> NodeHandle<O> {
+    /// Resolves once the driver thread has ended: stopped on request, or on
+    /// a fatal error (a failed WAL write or fsync) after which the member
+    /// must not go on serving.
+    pub async fn stopped(&self) {
+        self.inputs.closed().await;
+    }
+
     /// The driver's published state.
     pub fn shared(&self) -> &SharedState {
         &self.shared

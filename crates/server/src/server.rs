@@ -26,6 +26,7 @@ use crate::lessor::Lessor;
 use crate::members::MemberDirectory;
 use crate::metrics::{served_methods, Metrics};
 use crate::node::{self, NodeHandle, NodeOptions};
+use crate::peer::dial::PeerDialer;
 use crate::peer::service::PeerService;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
 use crate::replicated::Outcome;
@@ -213,7 +214,9 @@ pub async fn run(
             node.report_unreachable(peer);
         }
     });
-    let transport = PeerTransport::new(config.cluster_id, members.clone(), unreachable);
+    let peer_dialer = PeerDialer::new(config.peer_source_ip);
+    let transport =
+        PeerTransport::new(config.cluster_id, members.clone(), unreachable, peer_dialer);
     let (node, driver) = node::start(
         options,
         &member_dir.join("wal"),
@@ -235,6 +238,7 @@ pub async fn run(
         cluster_token: config.initial_cluster_token.clone(),
         max_learners: config.max_learners,
         leader_link: Arc::default(),
+        peer_dialer,
         quota_backend_bytes: config.quota_backend_bytes,
         watch_progress_interval: config.watch_progress_interval,
         own_attributes: (config.name.clone(), config.advertise_client_urls.clone()),
@@ -262,6 +266,9 @@ pub async fn run(
             () = shutdown => {}
             () = members.self_removed() => {
                 tracing::warn!("this member was removed from the cluster; stopping");
+            }
+            () = node.stopped() => {
+                tracing::error!("the node stopped on a fatal error; stopping the server");
             }
         }
     };
@@ -444,8 +451,10 @@ async fn fetch_cluster(config: &ServerConfig) -> Result<(u64, Vec<Member>), Stri
         .filter(|url| !config.advertise_peer_urls.contains(url));
     for url in others {
         let ask = async {
-            let mut client = PeerClient::connect(url.clone())
+            let mut client = PeerDialer::new(config.peer_source_ip)
+                .connect(url)
                 .await
+                .map(PeerClient::new)
                 .map_err(|e| e.to_string())?;
             client
                 .members(MembersRequest {})

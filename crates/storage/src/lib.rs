@@ -27,7 +27,7 @@
 mod cache;
 pub mod config;
 pub mod error;
-#[cfg(test)]
+#[cfg(any(test, feature = "fault-injection"))]
 mod fault;
 mod log_index;
 pub mod record;

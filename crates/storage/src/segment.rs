@@ -59,7 +59,7 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u64, u64)> {
 
 /// Syncs a file's data (fdatasync). Every sync of the WAL goes through here.
 pub(crate) fn sync_file(file: &File) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     crate::fault::check_sync()?;
     file.sync_data()
 }
@@ -67,7 +67,7 @@ pub(crate) fn sync_file(file: &File) -> io::Result<()> {
 /// Syncs a directory, making creations, renames and deletions in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     let sync = || -> io::Result<()> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fault-injection"))]
         crate::fault::check_sync()?;
         File::open(dir)?.sync_all()
     };
@@ -189,7 +189,7 @@ fn encode(record: &Record, buf: &mut Vec<u8>, dir: &Path) -> Result<()> {
 }
 
 fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     crate::fault::check_write()?;
     file.write_all_at(bytes, offset)
 }

@@ -258,7 +258,7 @@ fn write_file(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
 }
 
 fn sync_all(file: &File) -> io::Result<()> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fault-injection"))]
     crate::fault::check_sync()?;
     file.sync_all()
 }

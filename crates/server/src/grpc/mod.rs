@@ -127,6 +127,8 @@ pub struct ServiceContext {
     /// A connection to the leader, for the requests only the leader can
     /// answer (lease keep-alives, time-to-live, promotions).
     pub leader_link: Arc<std::sync::Mutex<Option<(u64, tonic::transport::Channel)>>>,
+    /// Opens connections to peers (the leader, for hand-overs).
+    pub peer_dialer: crate::peer::dial::PeerDialer,
     /// Store file size at which writes are refused and NOSPACE raised.
     pub quota_backend_bytes: u64,
     /// How often watchers created with `progress_notify` hear progress.
@@ -217,7 +219,9 @@ impl ServiceContext {
         let url = self.members.peer_url(leader).ok_or_else(|| {
             tonic::Status::unavailable("etcdserver: the leader's address is not known yet")
         })?;
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        let channel = self
+            .peer_dialer
+            .endpoint(&url)
             .map_err(|e| tonic::Status::unavailable(format!("etcdserver: leader URL {url}: {e}")))?
             .connect_timeout(self.request_timeout)
             .connect_lazy();

@@ -2,8 +2,10 @@
 //!
 //! Each member keeps one long-lived client stream to every other member
 //! ([`transport`]) and serves the others' streams ([`service`]). [`codec`]
-//! converts Raft messages to the wire format of `raftkvpeer`.
+//! converts Raft messages to the wire format of `raftkvpeer`; [`dial`]
+//! opens every outgoing peer connection.
 
 pub mod codec;
+pub mod dial;
 pub mod service;
 pub mod transport;

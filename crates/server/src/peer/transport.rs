@@ -22,6 +22,7 @@ use raftkv_raft::{Message, NodeId};
 use tokio::sync::mpsc;
 
 use super::codec;
+use super::dial::PeerDialer;
 use crate::members::MemberDirectory;
 use crate::node::Transport;
 
@@ -41,6 +42,7 @@ pub struct PeerTransport {
     queues: HashMap<NodeId, mpsc::Sender<RaftMessage>>,
     members: Arc<MemberDirectory>,
     unreachable: UnreachableReport,
+    dialer: PeerDialer,
     /// The driver thread sends from outside the runtime.
     runtime: tokio::runtime::Handle,
 }
@@ -52,12 +54,14 @@ impl PeerTransport {
         cluster_id: u64,
         members: Arc<MemberDirectory>,
         unreachable: UnreachableReport,
+        dialer: PeerDialer,
     ) -> Self {
         Self {
             cluster_id,
             queues: HashMap::new(),
             members,
             unreachable,
+            dialer,
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -76,6 +80,7 @@ impl PeerTransport {
                 self.members.clone(),
                 receiver,
                 self.unreachable.clone(),
+                self.dialer,
             ));
             self.queues.insert(peer, sender);
         }
@@ -107,6 +112,7 @@ async fn run_peer(
     members: Arc<MemberDirectory>,
     mut queue: mpsc::Receiver<RaftMessage>,
     unreachable: UnreachableReport,
+    dialer: PeerDialer,
 ) {
     loop {
         let Some(url) = members.peer_url(peer) else {
@@ -116,8 +122,8 @@ async fn run_peer(
             );
             return;
         };
-        let client = match PeerClient::connect(url.clone()).await {
-            Ok(client) => client,
+        let client = match dialer.connect(&url).await {
+            Ok(channel) => PeerClient::new(channel),
             Err(err) => {
                 tracing::debug!(peer = format!("{peer:x}"), %url, %err, "peer unreachable");
                 if !drop_queued(&mut queue, peer, &unreachable).await {
