@@ -1,0 +1,278 @@
+//! Checking a whole history: split by key, search each key's operations,
+//! in parallel, under one time budget.
+//!
+//! Linearizability is compositional (Herlihy and Wing's locality): a
+//! history is linearizable exactly when each key's sub-history is, so keys
+//! are independent searches, and the exponential cost is paid per key, not
+//! for the whole history.
+//!
+//! Before searching, operations that cannot matter are dropped: failed
+//! ones (not applied), reads with unknown outcome (they constrain nothing),
+//! and unknown writes or appends whose value no read ever saw (leaving them
+//! out is always at least as good as applying them; for registers only when
+//! the key has no CAS, whose comparisons could notice them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::history::{History, Input, KeyKind, Operation, Outcome, Output};
+use crate::model::{List, Model, Register, Values};
+use crate::report::{CheckReport, NumberedOp, PartitionReport, StuckOp, Verdict, Violation};
+use crate::search::{search, Found, SearchOp};
+
+/// Limits of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Wall time for the whole check; keys not decided by then are
+    /// [`Verdict::Unknown`].
+    pub time_budget: Duration,
+    /// Worker threads; 0 means the machine's available parallelism.
+    pub threads: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            time_budget: Duration::from_secs(60),
+            threads: 0,
+        }
+    }
+}
+
+/// One key's operations, as positions in the history.
+struct Partition<'h> {
+    key: &'h str,
+    ops: Vec<usize>,
+}
+
+/// Checks that the history is linearizable, key by key: keys holding Read,
+/// Write and Cas operations against a register that starts absent, keys
+/// holding Append and ReadList operations against a list that starts
+/// empty.
+///
+/// Failed operations never took effect; operations with unknown outcome
+/// took effect once at some point after their invocation, or never.
+pub fn check(history: &History, options: CheckOptions) -> CheckReport {
+    let started = Instant::now();
+    let deadline = started
+        .checked_add(options.time_budget)
+        .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, op) in history.operations.iter().enumerate() {
+        by_key.entry(&op.key).or_default().push(index);
+    }
+    let partitions: Vec<Partition<'_>> = by_key
+        .into_iter()
+        .map(|(key, ops)| Partition { key, ops })
+        .collect();
+    // Largest first, so one big key does not start last.
+    let mut order: Vec<usize> = (0..partitions.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(partitions[i].ops.len()));
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .clamp(1, partitions.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut reports: Vec<Option<PartitionReport>> = vec![None; partitions.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let slot = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = order.get(slot) else { break };
+                        done.push((i, check_partition(history, &partitions[i], deadline)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, report) in done {
+                reports[i] = Some(report);
+            }
+        }
+    });
+    let partitions: Vec<PartitionReport> = reports.into_iter().flatten().collect();
+    let verdict = if partitions
+        .iter()
+        .any(|p| p.verdict == Verdict::NotLinearizable)
+    {
+        Verdict::NotLinearizable
+    } else if partitions.iter().any(|p| p.verdict == Verdict::Unknown) {
+        Verdict::Unknown
+    } else {
+        Verdict::Linearizable
+    };
+    CheckReport {
+        verdict,
+        elapsed: started.elapsed(),
+        partitions,
+    }
+}
+
+fn check_partition(
+    history: &History,
+    partition: &Partition<'_>,
+    deadline: Instant,
+) -> PartitionReport {
+    let started = Instant::now();
+    let ops: Vec<&Operation> = partition
+        .ops
+        .iter()
+        .map(|&i| &history.operations[i])
+        .collect();
+    let mut report = PartitionReport {
+        key: partition.key.to_string(),
+        operations: ops.len(),
+        verdict: Verdict::Unknown,
+        elapsed: Duration::ZERO,
+        states_explored: 0,
+        violation: None,
+        error: None,
+    };
+    if let Err(error) = validate(&ops) {
+        report.error = Some(error);
+    } else if ops[0].input.key_kind() == KeyKind::Register {
+        let has_cas = ops.iter().any(|op| matches!(op.input, Input::Cas { .. }));
+        let seen = seen_values(&ops);
+        let prune = |op: &Operation| match &op.input {
+            Input::Write { value } => !has_cas && !seen.contains(value.as_str()),
+            _ => false,
+        };
+        let mut values = Values::default();
+        let compiled = compile(&partition.ops, history, &prune, |input, output| {
+            Register::compile(&mut values, input, output)
+        });
+        run(
+            Register { values },
+            compiled,
+            history,
+            deadline,
+            &mut report,
+        );
+    } else {
+        let seen = seen_values(&ops);
+        let prune = |op: &Operation| match &op.input {
+            Input::Append { value } => !seen.contains(value.as_str()),
+            _ => false,
+        };
+        let mut values = Values::default();
+        let compiled = compile(&partition.ops, history, &prune, |input, output| {
+            List::compile(&mut values, input, output)
+        });
+        run(List { values }, compiled, history, deadline, &mut report);
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// Each operation valid, and all of one kind of key.
+fn validate(ops: &[&Operation]) -> Result<(), String> {
+    let kind = ops[0].input.key_kind();
+    for op in ops {
+        op.validate().map_err(|e| e.to_string())?;
+        if op.input.key_kind() != kind {
+            return Err(format!(
+                "the key has both {kind:?} and {:?} operations",
+                op.input.key_kind()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The values some completed read returned.
+fn seen_values<'h>(ops: &[&'h Operation]) -> HashSet<&'h str> {
+    let mut seen = HashSet::new();
+    for op in ops {
+        match &op.outcome {
+            Outcome::Ok(Output::Read { value: Some(value) }) => {
+                seen.insert(value.as_str());
+            }
+            Outcome::Ok(Output::ReadList { values }) => {
+                seen.extend(values.iter().map(String::as_str));
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// The search's operations, each with its position in the history.
+fn compile<O>(
+    indexes: &[usize],
+    history: &History,
+    prune: &dyn Fn(&Operation) -> bool,
+    mut to_model: impl FnMut(&Input, Option<&Output>) -> Option<O>,
+) -> Vec<(usize, SearchOp<O>)> {
+    let mut compiled = Vec::with_capacity(indexes.len());
+    for &index in indexes {
+        let op = &history.operations[index];
+        let (output, complete_ns) = match &op.outcome {
+            Outcome::Fail => continue,
+            Outcome::Unknown if prune(op) => continue,
+            Outcome::Unknown => (None, None),
+            Outcome::Ok(output) => (Some(output), op.complete_ns),
+        };
+        if let Some(model_op) = to_model(&op.input, output) {
+            compiled.push((
+                index,
+                SearchOp {
+                    op: model_op,
+                    invoke_ns: op.invoke_ns,
+                    complete_ns,
+                },
+            ));
+        }
+    }
+    compiled
+}
+
+fn run<M: Model>(
+    model: M,
+    compiled: Vec<(usize, SearchOp<M::Op>)>,
+    history: &History,
+    deadline: Instant,
+    report: &mut PartitionReport,
+) {
+    let (sources, ops): (Vec<usize>, Vec<SearchOp<M::Op>>) = compiled.into_iter().unzip();
+    let result = search(&model, &ops, deadline);
+    report.states_explored = result.states_explored;
+    report.verdict = match result.found {
+        Found::Linearizable => Verdict::Linearizable,
+        Found::Unknown => Verdict::Unknown,
+        Found::NotLinearizable(deepest) => {
+            let numbered = |op: usize| NumberedOp {
+                number: sources[op] + 1,
+                operation: history.operations[sources[op]].clone(),
+            };
+            let stuck = deepest
+                .candidates
+                .iter()
+                .map(|&op| StuckOp {
+                    op: numbered(op),
+                    reason: match model.step(&deepest.state, &ops[op].op) {
+                        None => model.refusal(&deepest.state, &ops[op].op),
+                        Some(_) => "allowed here, but then the remaining operations \
+                                    cannot all be linearized"
+                            .to_string(),
+                    },
+                })
+                .collect();
+            report.violation = Some(Violation {
+                completed: ops.iter().filter(|op| op.complete_ns.is_some()).count(),
+                linearized: deepest.prefix.iter().map(|&op| numbered(op)).collect(),
+                state: model.describe(&deepest.state),
+                stuck,
+            });
+            Verdict::NotLinearizable
+        }
+    };
+}
