@@ -369,9 +369,18 @@ pub fn is_retriable(status: &Status) -> bool {
         // A connection that drops mid-call surfaces as a transport error.
         Code::Unknown | Code::Cancelled | Code::Internal => {
             let message = status.message().to_ascii_lowercase();
-            ["transport error", "connection", "broken pipe", "reset"]
-                .iter()
-                .any(|needle| message.contains(needle))
+            // "operation was canceled" is hyper's word for a request whose
+            // connection closed under it (a member that died, or a proxy
+            // in front of one that is down).
+            [
+                "transport error",
+                "connection",
+                "broken pipe",
+                "reset",
+                "operation was canceled",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle))
                 && !message.contains("rst_stream")
         }
         _ => false,
@@ -434,6 +443,7 @@ mod tests {
         )));
         assert!(is_retriable(&Status::deadline_exceeded("deadline")));
         assert!(is_retriable(&Status::unknown("transport error")));
+        assert!(is_retriable(&Status::cancelled("operation was canceled")));
         assert!(!is_retriable(&Status::invalid_argument(
             "etcdserver: key not found"
         )));

@@ -1,0 +1,227 @@
+//! The faults a run injects, each undone by [`Fault::heal`].
+//!
+//! A fault is chosen by kind and aimed when it starts (at whoever leads
+//! then), so "kill the leader" always kills the leader of the moment.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::error::HarnessError;
+use crate::proxy::LinkMode;
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// kill -9 of the leader, restarted when healed.
+    KillLeader,
+    /// kill -9 of a follower, restarted when healed.
+    KillFollower,
+    /// kill -9 of a majority (the leader among them), restarted when healed.
+    KillMajority,
+    /// SIGSTOP of the leader, SIGCONT when healed.
+    PauseLeader,
+    /// SIGSTOP of a follower.
+    PauseFollower,
+    /// Every link of the leader cut both ways.
+    IsolateLeader,
+    /// Every link of a follower cut both ways.
+    IsolateFollower,
+    /// A minority with the leader cut off from the majority.
+    SplitMajorityMinority,
+    /// The leader's messages to everyone lost; theirs reach it.
+    OneWayFromLeader,
+    /// Everyone's messages to the leader lost; its reach them.
+    OneWayToLeader,
+    /// Every link between members 150 ms slow.
+    SlowNetwork,
+    /// A follower restarted with every fsync slowed by 100 ms.
+    SlowFsync,
+    /// The leader restarted so that its fsyncs fail after a few more; it
+    /// must stop without acknowledging what it could not make durable.
+    FailingFsync,
+    /// The answers from the leader to clients lost (clients time out and
+    /// retry elsewhere).
+    ClientAnswersLost,
+}
+
+impl FaultKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [FaultKind; 14] = [
+        FaultKind::KillLeader,
+        FaultKind::KillFollower,
+        FaultKind::KillMajority,
+        FaultKind::PauseLeader,
+        FaultKind::PauseFollower,
+        FaultKind::IsolateLeader,
+        FaultKind::IsolateFollower,
+        FaultKind::SplitMajorityMinority,
+        FaultKind::OneWayFromLeader,
+        FaultKind::OneWayToLeader,
+        FaultKind::SlowNetwork,
+        FaultKind::SlowFsync,
+        FaultKind::FailingFsync,
+        FaultKind::ClientAnswersLost,
+    ];
+
+    /// The kinds that need per-link cuts, which only members binding their
+    /// peer connections to their own address (raftkv) allow.
+    pub fn needs_link_control(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IsolateLeader
+                | FaultKind::IsolateFollower
+                | FaultKind::SplitMajorityMinority
+                | FaultKind::OneWayFromLeader
+                | FaultKind::OneWayToLeader
+                | FaultKind::SlowNetwork
+        )
+    }
+
+    /// The kinds that need raftkv's storage fault injection.
+    pub fn needs_fault_injection(self) -> bool {
+        matches!(self, FaultKind::SlowFsync | FaultKind::FailingFsync)
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{self:?}"));
+        f.write_str(&name)
+    }
+}
+
+/// A fault in force, with what it takes to undo it.
+#[derive(Debug)]
+pub struct Fault {
+    /// What it is.
+    pub kind: FaultKind,
+    /// The members it was aimed at.
+    pub targets: Vec<usize>,
+}
+
+impl Fault {
+    /// Starts a fault of `kind` on the cluster as it is now.
+    pub async fn inject(cluster: &mut Cluster, kind: FaultKind) -> Result<Self, HarnessError> {
+        let size = cluster.size();
+        // No leader at the moment: aim at member 0.
+        let leader = cluster.leader().await.unwrap_or_default();
+        let follower = (0..size)
+            .map(|i| (leader + 1 + i) % size)
+            .find(|i| *i != leader)
+            .unwrap_or(0);
+        let targets = match kind {
+            FaultKind::KillLeader => {
+                cluster.kill(leader);
+                vec![leader]
+            }
+            FaultKind::KillFollower => {
+                cluster.kill(follower);
+                vec![follower]
+            }
+            FaultKind::KillMajority => {
+                let majority: Vec<usize> = (0..size / 2 + 1).map(|i| (leader + i) % size).collect();
+                for &i in &majority {
+                    cluster.kill(i);
+                }
+                majority
+            }
+            FaultKind::PauseLeader => {
+                cluster.pause(leader)?;
+                vec![leader]
+            }
+            FaultKind::PauseFollower => {
+                cluster.pause(follower)?;
+                vec![follower]
+            }
+            FaultKind::IsolateLeader => {
+                cluster.isolate(leader);
+                vec![leader]
+            }
+            FaultKind::IsolateFollower => {
+                cluster.isolate(follower);
+                vec![follower]
+            }
+            FaultKind::SplitMajorityMinority => {
+                // The leader and as many others as keep it a minority.
+                let minority: Vec<usize> = (0..size.div_ceil(2) - 1)
+                    .map(|i| (leader + i) % size)
+                    .collect();
+                let minority = if minority.is_empty() {
+                    vec![leader]
+                } else {
+                    minority
+                };
+                let majority: Vec<usize> = (0..size).filter(|i| !minority.contains(i)).collect();
+                cluster.partition(&[minority.clone(), majority]);
+                minority
+            }
+            FaultKind::OneWayFromLeader => {
+                for other in (0..size).filter(|i| *i != leader) {
+                    cluster.set_link(leader, other, LinkMode::Blackhole);
+                }
+                vec![leader]
+            }
+            FaultKind::OneWayToLeader => {
+                for other in (0..size).filter(|i| *i != leader) {
+                    cluster.set_link(other, leader, LinkMode::Blackhole);
+                }
+                vec![leader]
+            }
+            FaultKind::SlowNetwork => {
+                for a in 0..size {
+                    for b in (0..size).filter(|b| *b != a) {
+                        cluster.set_link(a, b, LinkMode::Delay(Duration::from_millis(150)));
+                    }
+                }
+                (0..size).collect()
+            }
+            FaultKind::SlowFsync => {
+                cluster.kill(follower);
+                cluster.set_env(
+                    follower,
+                    vec![("RAFTKV_FAULT_SYNC_DELAY_MS".into(), "100".into())],
+                );
+                cluster.restart(follower)?;
+                vec![follower]
+            }
+            FaultKind::FailingFsync => {
+                cluster.kill(leader);
+                cluster.set_env(
+                    leader,
+                    vec![("RAFTKV_FAULT_SYNC_FAIL_AFTER".into(), "40".into())],
+                );
+                cluster.restart(leader)?;
+                vec![leader]
+            }
+            FaultKind::ClientAnswersLost => {
+                cluster.set_client_link(leader, LinkMode::Pass, LinkMode::Blackhole);
+                vec![leader]
+            }
+        };
+        Ok(Self { kind, targets })
+    }
+
+    /// Undoes the fault: links pass, paused members resume, killed (or
+    /// failed) members restart without storage faults.
+    pub async fn heal(self, cluster: &mut Cluster) -> Result<(), HarnessError> {
+        cluster.heal();
+        for &i in &self.targets {
+            cluster.resume(i)?;
+            if self.kind.needs_fault_injection() {
+                cluster.kill(i);
+                cluster.set_env(i, Vec::new());
+            }
+            if !cluster.is_running(i) {
+                cluster.restart(i)?;
+            }
+        }
+        Ok(())
+    }
+}
