@@ -9,6 +9,8 @@
 //! - [`history`]: the recorded operations and their JSON Lines file format.
 //! - [`linearize`]: [`check`], the linearizability check of a history, key
 //!   by key, in parallel, under a time budget; [`report`] is its result.
+//! - [`watch`]: [`check_watches`], etcd's watch guarantees on recorded
+//!   watch streams.
 //! - `model` (the register and list specifications) and `search` (Wing and
 //!   Gong's search with Lowe's memoization) are its internals.
 //!
@@ -41,6 +43,8 @@ pub mod linearize;
 mod model;
 pub mod report;
 mod search;
+pub mod watch;
 
 pub use linearize::{check, CheckOptions};
 pub use report::{CheckReport, Verdict};
+pub use watch::{check_watches, WatchReport};

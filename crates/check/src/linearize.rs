@@ -11,13 +11,19 @@
 //! and unknown writes or appends whose value no read ever saw (leaving them
 //! out is always at least as good as applying them; for registers only when
 //! the key has no CAS, whose comparisons could notice them).
+//!
+//! An unknown write or append whose value a read did see, and which is the
+//! only operation writing that value, certainly took effect before that
+//! read completed: it is searched as an operation completing then. Left
+//! open-ended, it could be tried at every point of the search up to the
+//! end of the history, which makes list histories explode.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::history::{History, Input, KeyKind, Operation, Outcome, Output};
-use crate::model::{List, Model, Register, Values};
+use crate::model::{List, ListOp, Model, Register, Values};
 use crate::report::{CheckReport, NumberedOp, PartitionReport, StuckOp, Verdict, Violation};
 use crate::search::{search, Found, SearchOp};
 
@@ -140,14 +146,14 @@ fn check_partition(
     if let Err(error) = validate(&ops) {
         report.error = Some(error);
     } else if ops[0].input.key_kind() == KeyKind::Register {
+        let sightings = Sightings::of(&ops);
         let has_cas = ops.iter().any(|op| matches!(op.input, Input::Cas { .. }));
-        let seen = seen_values(&ops);
-        let prune = |op: &Operation| match &op.input {
-            Input::Write { value } => !has_cas && !seen.contains(value.as_str()),
-            _ => false,
+        let fate = |op: &Operation| match &op.input {
+            Input::Write { value } => sightings.fate(op, value, !has_cas),
+            _ => Unknown::Open,
         };
         let mut values = Values::default();
-        let compiled = compile(&partition.ops, history, &prune, |input, output| {
+        let compiled = compile(&partition.ops, history, &fate, |input, output| {
             Register::compile(&mut values, input, output)
         });
         run(
@@ -158,16 +164,31 @@ fn check_partition(
             &mut report,
         );
     } else {
-        let seen = seen_values(&ops);
-        let prune = |op: &Operation| match &op.input {
-            Input::Append { value } => !seen.contains(value.as_str()),
-            _ => false,
+        let sightings = Sightings::of(&ops);
+        let fate = |op: &Operation| match &op.input {
+            Input::Append { value } => sightings.fate(op, value, true),
+            _ => Unknown::Open,
         };
-        let mut values = Values::default();
-        let compiled = compile(&partition.ops, history, &prune, |input, output| {
-            List::compile(&mut values, input, output)
-        });
-        run(List { values }, compiled, history, deadline, &mut report);
+        let mut list = List::default();
+        let unseen = list.values.anonymous("(an append no read saw)");
+        let compiled = compile(
+            &partition.ops,
+            history,
+            &fate,
+            |input, output| match input {
+                Input::Append { value }
+                    if !sightings.first_seen_by.contains_key(value.as_str()) =>
+                {
+                    Some(ListOp::Append(unseen))
+                }
+                _ => List::compile(&mut list.values, input, output),
+            },
+        );
+        for (value, position) in sightings.positions(&ops) {
+            let id = list.values.intern(value);
+            list.place(id, position);
+        }
+        run(list, compiled, history, deadline, &mut report);
     }
     report.elapsed = started.elapsed();
     report
@@ -188,28 +209,95 @@ fn validate(ops: &[&Operation]) -> Result<(), String> {
     Ok(())
 }
 
-/// The values some completed read returned.
-fn seen_values<'h>(ops: &[&'h Operation]) -> HashSet<&'h str> {
-    let mut seen = HashSet::new();
-    for op in ops {
-        match &op.outcome {
-            Outcome::Ok(Output::Read { value: Some(value) }) => {
-                seen.insert(value.as_str());
+/// What the search does with an operation of unknown outcome.
+enum Unknown {
+    /// Leave it out: it cannot help.
+    Prune,
+    /// It must have taken effect by this time (a read saw its value, which
+    /// nothing else writes), so it is searched as if it completed then.
+    By(u64),
+    /// It may take effect at any time after its invocation, or never.
+    Open,
+}
+
+/// Which values reads saw, and who writes them.
+#[derive(Default)]
+struct Sightings<'h> {
+    /// For each value a completed read returned, the earliest completion of
+    /// such a read.
+    first_seen_by: HashMap<&'h str, u64>,
+    /// For each value, how many operations not known to have failed write it.
+    writers: HashMap<&'h str, usize>,
+}
+
+impl<'h> Sightings<'h> {
+    fn of(ops: &[&'h Operation]) -> Self {
+        let mut sightings = Sightings::default();
+        for op in ops {
+            let written = match &op.input {
+                Input::Write { value } | Input::Append { value } => Some(value),
+                Input::Cas { new, .. } => Some(new),
+                Input::Read | Input::ReadList => None,
+            };
+            if let (Some(value), false) = (written, op.outcome == Outcome::Fail) {
+                *sightings.writers.entry(value.as_str()).or_default() += 1;
             }
-            Outcome::Ok(Output::ReadList { values }) => {
-                seen.extend(values.iter().map(String::as_str));
+            let (Outcome::Ok(output), Some(complete_ns)) = (&op.outcome, op.complete_ns) else {
+                continue;
+            };
+            let seen: &[String] = match output {
+                Output::Read { value: Some(value) } => std::slice::from_ref(value),
+                Output::ReadList { values } => values,
+                _ => &[],
+            };
+            for value in seen {
+                let first = sightings
+                    .first_seen_by
+                    .entry(value.as_str())
+                    .or_insert(complete_ns);
+                *first = (*first).min(complete_ns);
             }
-            _ => {}
+        }
+        sightings
+    }
+
+    /// Where the first read showing each value (written by one operation
+    /// only) shows it.
+    fn positions(&self, ops: &[&'h Operation]) -> HashMap<&'h str, usize> {
+        let mut positions = HashMap::new();
+        for op in ops {
+            if let Outcome::Ok(Output::ReadList { values }) = &op.outcome {
+                for (position, value) in values.iter().enumerate() {
+                    if self.writers.get(value.as_str()) == Some(&1) {
+                        positions.entry(value.as_str()).or_insert(position);
+                    }
+                }
+            }
+        }
+        positions
+    }
+
+    /// The fate of an unknown operation writing `value`; `may_prune` when
+    /// an unseen write can matter to no other operation.
+    fn fate(&self, op: &Operation, value: &str, may_prune: bool) -> Unknown {
+        match self.first_seen_by.get(value) {
+            // A return before the call would corrupt the event order; the
+            // read that saw the value before it was written fails anyway.
+            Some(&seen_ns) if self.writers.get(value) == Some(&1) => {
+                Unknown::By(seen_ns.max(op.invoke_ns))
+            }
+            Some(_) => Unknown::Open,
+            None if may_prune => Unknown::Prune,
+            None => Unknown::Open,
         }
     }
-    seen
 }
 
 /// The search's operations, each with its position in the history.
 fn compile<O>(
     indexes: &[usize],
     history: &History,
-    prune: &dyn Fn(&Operation) -> bool,
+    fate: &dyn Fn(&Operation) -> Unknown,
     mut to_model: impl FnMut(&Input, Option<&Output>) -> Option<O>,
 ) -> Vec<(usize, SearchOp<O>)> {
     let mut compiled = Vec::with_capacity(indexes.len());
@@ -217,8 +305,11 @@ fn compile<O>(
         let op = &history.operations[index];
         let (output, complete_ns) = match &op.outcome {
             Outcome::Fail => continue,
-            Outcome::Unknown if prune(op) => continue,
-            Outcome::Unknown => (None, None),
+            Outcome::Unknown => match fate(op) {
+                Unknown::Prune => continue,
+                Unknown::By(complete_ns) => (None, Some(complete_ns)),
+                Unknown::Open => (None, None),
+            },
             Outcome::Ok(output) => (Some(output), op.complete_ns),
         };
         if let Some(model_op) = to_model(&op.input, output) {
@@ -267,7 +358,7 @@ fn run<M: Model>(
                 })
                 .collect();
             report.violation = Some(Violation {
-                completed: ops.iter().filter(|op| op.complete_ns.is_some()).count(),
+                required: ops.iter().filter(|op| op.complete_ns.is_some()).count(),
                 linearized: deepest.prefix.iter().map(|&op| numbered(op)).collect(),
                 state: model.describe(&deepest.state),
                 stuck,

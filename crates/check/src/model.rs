@@ -33,6 +33,14 @@ impl Values {
         id
     }
 
+    /// A new id standing for no particular value, shown as `label`: one for
+    /// all the appends no read saw, whose order then does not multiply the
+    /// states of the search.
+    pub(crate) fn anonymous(&mut self, label: &str) -> ValueId {
+        self.strings.push(label.to_string());
+        (self.strings.len() - 1) as ValueId
+    }
+
     /// The string of an id this table gave out.
     pub(crate) fn get(&self, id: ValueId) -> &str {
         &self.strings[id as usize]
@@ -40,6 +48,7 @@ impl Values {
 
     fn quote(&self, value: Option<ValueId>) -> String {
         match value {
+            Some(id) if !self.ids.contains_key(self.get(id)) => self.get(id).to_string(),
             Some(id) => format!("{:?}", self.get(id)),
             None => "absent".to_string(),
         }
@@ -177,12 +186,37 @@ pub(crate) enum ListOp {
 }
 
 /// A list: appends push at the end, a read returns the whole list.
-#[derive(Debug)]
+///
+/// Reads see whole lists, and a list only grows, so a value some read shows
+/// at position `p` (appended by one operation only) must have been appended
+/// when the list had `p` elements: the model refuses it anywhere else. This
+/// is implied by the reads, so it changes no verdict, but it stops the
+/// search from trying every order of a run of concurrent appends that only
+/// a later read tells apart.
+#[derive(Debug, Default)]
 pub(crate) struct List {
     pub(crate) values: Values,
+    /// By value id: where reads put the value, or `usize::MAX`.
+    positions: Vec<usize>,
 }
 
 impl List {
+    /// Records that reads show `value` at `position`.
+    pub(crate) fn place(&mut self, value: ValueId, position: usize) {
+        let index = value as usize;
+        if self.positions.len() <= index {
+            self.positions.resize(index + 1, usize::MAX);
+        }
+        self.positions[index] = position;
+    }
+
+    fn position(&self, value: ValueId) -> Option<usize> {
+        self.positions
+            .get(value as usize)
+            .copied()
+            .filter(|&p| p != usize::MAX)
+    }
+
     /// The list operation of an input and its answer (`None` when unknown);
     /// `None` for an unknown read.
     pub(crate) fn compile(
@@ -211,6 +245,9 @@ impl Model for List {
     fn step(&self, state: &Self::State, op: &ListOp) -> Option<Self::State> {
         match op {
             ListOp::Append(value) => {
+                if self.position(*value).is_some_and(|p| p != state.len()) {
+                    return None;
+                }
                 let mut next = Vec::with_capacity(state.len() + 1);
                 next.extend_from_slice(state);
                 next.push(*value);
@@ -227,7 +264,14 @@ impl Model for List {
                 self.values.quote_list(values),
                 self.values.quote_list(state)
             ),
-            ListOp::Append(_) => "an append is always allowed".to_string(),
+            ListOp::Append(value) => match self.position(*value) {
+                Some(p) => format!(
+                    "reads show {} at position {p}, but the list has {} elements here",
+                    self.values.quote(Some(*value)),
+                    state.len()
+                ),
+                None => "an append is always allowed".to_string(),
+            },
         }
     }
 
@@ -260,13 +304,14 @@ mod tests {
 
     #[test]
     fn list_reads_see_the_whole_list_in_order() {
-        let list = List {
-            values: Values::default(),
-        };
+        let mut list = List::default();
         let state = list.step(&vec![1], &ListOp::Append(2)).unwrap();
         assert_eq!(state, vec![1, 2]);
         assert!(list.step(&state, &ListOp::Read(vec![1, 2])).is_some());
         assert!(list.step(&state, &ListOp::Read(vec![2, 1])).is_none());
         assert!(list.step(&state, &ListOp::Read(vec![1])).is_none());
+        list.place(3, 1);
+        assert!(list.step(&vec![], &ListOp::Append(3)).is_none());
+        assert_eq!(list.step(&vec![1], &ListOp::Append(3)), Some(vec![1, 3]));
     }
 }

@@ -63,8 +63,9 @@ pub struct PartitionReport {
 /// The furthest point of a failed search.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Violation {
-    /// Completed operations on the key that had to be linearized.
-    pub completed: usize,
+    /// Operations on the key that had to be linearized: the completed ones,
+    /// and those of unknown outcome a read proved applied.
+    pub required: usize,
     /// The longest linearizable prefix found, in linearization order
     /// (operations with unknown outcome that took effect included).
     pub linearized: Vec<NumberedOp>,
@@ -173,16 +174,11 @@ impl fmt::Display for PartitionReport {
             let shown = violation.linearized.len().min(PREFIX_SHOWN);
             writeln!(
                 f,
-                "  the longest linearizable prefix has {} operations ({} of {} completed ones){}",
+                "  {} operations had to be linearized; the longest linearizable prefix has {}{}",
+                violation.required,
                 violation.linearized.len(),
-                violation
-                    .linearized
-                    .iter()
-                    .filter(|op| op.operation.outcome != Outcome::Unknown)
-                    .count(),
-                violation.completed,
                 if shown < violation.linearized.len() {
-                    format!("; its last {shown}:")
+                    format!(", its last {shown}:")
                 } else {
                     ":".to_string()
                 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raftkv_ctl::client::{Client, ClientConfig, RetryPolicy};
+use raftkv_ctl::commands::check::CheckArgs;
 use raftkv_ctl::commands::endpoint::EndpointCommand;
 use raftkv_ctl::commands::kv::{CompactionArgs, DelArgs, GetArgs, PutArgs};
 use raftkv_ctl::commands::lease::LeaseCommand;
@@ -84,6 +85,9 @@ enum Command {
     },
     /// Prints the version of raftkvctl.
     Version,
+    /// Checks a recorded history (JSON Lines) for linearizability; exit 0
+    /// linearizable, 1 not, 2 unknown or unreadable.
+    Check(CheckArgs),
     // `bench` (a load generator over the same client, planned) goes here.
 }
 
@@ -108,6 +112,9 @@ fn main() -> ExitCode {
             .with_env_filter(tracing_subscriber::EnvFilter::new("raftkv_ctl=debug"))
             .with_writer(std::io::stderr)
             .init();
+    }
+    if let Command::Check(args) = &cli.command {
+        return ExitCode::from(commands::check::run(args, cli.write_out));
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +178,6 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<(), CtlError> {
         Command::Defrag(args) => maintenance::defrag(ctx, args).await,
         Command::Snapshot(command) => maintenance::snapshot(ctx, command).await,
         Command::MoveLeader { args } => maintenance::move_leader(ctx, args).await,
-        Command::Version => Ok(()),
+        Command::Version | Command::Check(_) => Ok(()),
     }
 }

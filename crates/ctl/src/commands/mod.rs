@@ -1,11 +1,13 @@
 //! The commands, one module per group, each a function from parsed
 //! arguments to printed output: [`kv`] (put, get, del, compaction), [`txn`],
 //! [`watch`], [`lease`], [`member`], [`endpoint`] (status, health) and
-//! [`maintenance`] (alarm, defrag, snapshot, move-leader).
+//! [`maintenance`] (alarm, defrag, snapshot, move-leader), and raftkv's own
+//! [`check`] of a recorded history.
 //!
 //! Argument checks and their messages follow etcdctl's, so a script that
 //! matches on them keeps working.
 
+pub mod check;
 pub mod endpoint;
 pub mod kv;
 pub mod lease;
