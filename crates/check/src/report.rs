@@ -56,8 +56,9 @@ pub struct PartitionReport {
     pub states_explored: u64,
     /// For NotLinearizable, how far the search got and what blocked it.
     pub violation: Option<Violation>,
-    /// For an Unknown key whose operations are invalid, what is wrong.
-    pub error: Option<String>,
+    /// For an Unknown key, why: the time budget, the state limit, or
+    /// invalid operations.
+    pub unknown_because: Option<String>,
 }
 
 /// The furthest point of a failed search.
@@ -164,11 +165,8 @@ impl fmt::Display for PartitionReport {
             "key {:?}: {} ({} operations, {} states, {:.1?})",
             self.key, self.verdict, self.operations, self.states_explored, self.elapsed
         )?;
-        if let Some(error) = &self.error {
-            writeln!(f, "  invalid: {error}")?;
-        }
-        if self.verdict == Verdict::Unknown && self.error.is_none() {
-            writeln!(f, "  the time budget ran out before this key was decided")?;
+        if let Some(reason) = &self.unknown_because {
+            writeln!(f, "  undecided: {reason}")?;
         }
         if let Some(violation) = &self.violation {
             let shown = violation.linearized.len().min(PREFIX_SHOWN);
