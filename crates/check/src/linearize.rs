@@ -141,10 +141,10 @@ fn check_partition(
         elapsed: Duration::ZERO,
         states_explored: 0,
         violation: None,
-        unknown_because: None,
+        error: None,
     };
     if let Err(error) = validate(&ops) {
-        report.unknown_because = Some(format!("invalid operations: {error}"));
+        report.error = Some(format!("invalid operations: {error}"));
     } else if ops[0].input.key_kind() == KeyKind::Register {
         let sightings = Sightings::of(&ops);
         let fate = |op: &Operation| match &op.input {
@@ -369,11 +369,11 @@ fn run<M: Model>(
     report.verdict = match result.found {
         Found::Linearizable => Verdict::Linearizable,
         Found::OutOfTime => {
-            report.unknown_because = Some("the time budget ran out".to_string());
+            report.error = Some("the time budget ran out".to_string());
             Verdict::Unknown
         }
         Found::OutOfStates => {
-            report.unknown_because = Some(format!(
+            report.error = Some(format!(
                 "the search reached its limit of {MAX_STATES} states"
             ));
             Verdict::Unknown

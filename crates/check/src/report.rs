@@ -56,9 +56,9 @@ pub struct PartitionReport {
     pub states_explored: u64,
     /// For NotLinearizable, how far the search got and what blocked it.
     pub violation: Option<Violation>,
-    /// For an Unknown key, why: the time budget, the state limit, or
-    /// invalid operations.
-    pub unknown_because: Option<String>,
+    /// For an Unknown key, why it is undecided: the time budget ran out,
+    /// the search hit its state limit, or the operations are invalid.
+    pub error: Option<String>,
 }
 
 /// The furthest point of a failed search.
@@ -165,7 +165,7 @@ impl fmt::Display for PartitionReport {
             "key {:?}: {} ({} operations, {} states, {:.1?})",
             self.key, self.verdict, self.operations, self.states_explored, self.elapsed
         )?;
-        if let Some(reason) = &self.unknown_because {
+        if let Some(reason) = &self.error {
             writeln!(f, "  undecided: {reason}")?;
         }
         if let Some(violation) = &self.violation {

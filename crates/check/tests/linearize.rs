@@ -368,7 +368,7 @@ fn an_invalid_key_is_unknown_never_a_pass() {
     ]);
     let report = check(&history, options());
     assert_eq!(report.verdict, Verdict::Unknown, "{report}");
-    let reason = report.partitions[0].unknown_because.as_deref();
+    let reason = report.partitions[0].error.as_deref();
     assert!(reason.is_some_and(|r| r.starts_with("invalid operations: ")));
 }
 
