@@ -59,6 +59,10 @@ struct Partition<'h> {
 ///
 /// Failed operations never took effect; operations with unknown outcome
 /// took effect once at some point after their invocation, or never.
+///
+/// A key not decided within the time budget, or whose search would
+/// remember more than ten million configurations (about a gigabyte), is
+/// [`Verdict::Unknown`], with the reason in its report's `error`.
 pub fn check(history: &History, options: CheckOptions) -> CheckReport {
     let started = Instant::now();
     let deadline = started
