@@ -10,22 +10,22 @@
 //! ones (not applied), reads with unknown outcome (they constrain nothing),
 //! and unknown writes or appends whose value no read ever saw (leaving them
 //! out is always at least as good as applying them; for registers only when
-//! the key has no CAS, whose comparisons could notice them).
+//! no CAS could notice them, see `Sightings::unseen_write_is_harmless`).
 //!
-//! An unknown write or append whose value a read did see, and which is the
+//! An unknown write, CAS or append whose value a read did see, and which is the
 //! only operation writing that value, certainly took effect before that
 //! read completed: it is searched as an operation completing then. Left
 //! open-ended, it could be tried at every point of the search up to the
 //! end of the history, which makes list histories explode.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::history::{History, Input, KeyKind, Operation, Outcome, Output};
 use crate::model::{List, ListOp, Model, Register, Values};
 use crate::report::{CheckReport, NumberedOp, PartitionReport, StuckOp, Verdict, Violation};
-use crate::search::{search, Found, SearchOp};
+use crate::search::{search, Found, SearchOp, MAX_STATES};
 
 /// Limits of a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,10 @@ struct Partition<'h> {
 ///
 /// Failed operations never took effect; operations with unknown outcome
 /// took effect once at some point after their invocation, or never.
+///
+/// A key not decided within the time budget, or whose search would
+/// remember more than ten million configurations (about a gigabyte), is
+/// [`Verdict::Unknown`], with the reason in its report's `error`.
 pub fn check(history: &History, options: CheckOptions) -> CheckReport {
     let started = Instant::now();
     let deadline = started
@@ -144,12 +148,13 @@ fn check_partition(
         error: None,
     };
     if let Err(error) = validate(&ops) {
-        report.error = Some(error);
+        report.error = Some(format!("invalid operations: {error}"));
     } else if ops[0].input.key_kind() == KeyKind::Register {
         let sightings = Sightings::of(&ops);
-        let has_cas = ops.iter().any(|op| matches!(op.input, Input::Cas { .. }));
         let fate = |op: &Operation| match &op.input {
-            Input::Write { value } => sightings.fate(op, value, !has_cas),
+            Input::Write { value: written } | Input::Cas { new: written, .. } => {
+                sightings.fate(op, written, sightings.unseen_write_is_harmless(op, written))
+            }
             _ => Unknown::Open,
         };
         let mut values = Values::default();
@@ -228,6 +233,10 @@ struct Sightings<'h> {
     first_seen_by: HashMap<&'h str, u64>,
     /// For each value, how many operations not known to have failed write it.
     writers: HashMap<&'h str, usize>,
+    /// The values some CAS compares with.
+    cas_expects: HashSet<&'h str>,
+    /// The latest completion of a CAS that answered "failed".
+    last_failed_cas_ns: Option<u64>,
 }
 
 impl<'h> Sightings<'h> {
@@ -241,6 +250,18 @@ impl<'h> Sightings<'h> {
             };
             if let (Some(value), false) = (written, op.outcome == Outcome::Fail) {
                 *sightings.writers.entry(value.as_str()).or_default() += 1;
+            }
+            if let Input::Cas {
+                expected: Some(expected),
+                ..
+            } = &op.input
+            {
+                sightings.cas_expects.insert(expected.as_str());
+            }
+            if let (Outcome::Ok(Output::Cas { succeeded: false }), Some(complete_ns)) =
+                (&op.outcome, op.complete_ns)
+            {
+                sightings.last_failed_cas_ns = sightings.last_failed_cas_ns.max(Some(complete_ns));
             }
             let (Outcome::Ok(output), Some(complete_ns)) = (&op.outcome, op.complete_ns) else {
                 continue;
@@ -275,6 +296,19 @@ impl<'h> Sightings<'h> {
             }
         }
         positions
+    }
+
+    /// Whether an unknown register write (or CAS) of `value` that no read
+    /// saw may be left out. Applied, it leaves a value nothing observes
+    /// until the next write: no read returns it, no CAS expects it, and no
+    /// CAS that answered "failed" completes after it was invoked (a failure
+    /// it could explain). Removing it (and any unknown CAS it made a no-op)
+    /// then leaves every answer explained.
+    fn unseen_write_is_harmless(&self, op: &Operation, value: &str) -> bool {
+        !self.cas_expects.contains(value)
+            && self
+                .last_failed_cas_ns
+                .is_none_or(|failed_ns| failed_ns < op.invoke_ns)
     }
 
     /// The fate of an unknown operation writing `value`; `may_prune` when
@@ -338,7 +372,16 @@ fn run<M: Model>(
     report.states_explored = result.states_explored;
     report.verdict = match result.found {
         Found::Linearizable => Verdict::Linearizable,
-        Found::Unknown => Verdict::Unknown,
+        Found::OutOfTime => {
+            report.error = Some("the time budget ran out".to_string());
+            Verdict::Unknown
+        }
+        Found::OutOfStates => {
+            report.error = Some(format!(
+                "the search reached its limit of {MAX_STATES} states"
+            ));
+            Verdict::Unknown
+        }
         Found::NotLinearizable(deepest) => {
             let numbered = |op: usize| NumberedOp {
                 number: sources[op] + 1,

@@ -56,7 +56,8 @@ pub struct PartitionReport {
     pub states_explored: u64,
     /// For NotLinearizable, how far the search got and what blocked it.
     pub violation: Option<Violation>,
-    /// For an Unknown key whose operations are invalid, what is wrong.
+    /// For an Unknown key, why it is undecided: the time budget ran out,
+    /// the search hit its state limit, or the operations are invalid.
     pub error: Option<String>,
 }
 
@@ -164,11 +165,8 @@ impl fmt::Display for PartitionReport {
             "key {:?}: {} ({} operations, {} states, {:.1?})",
             self.key, self.verdict, self.operations, self.states_explored, self.elapsed
         )?;
-        if let Some(error) = &self.error {
-            writeln!(f, "  invalid: {error}")?;
-        }
-        if self.verdict == Verdict::Unknown && self.error.is_none() {
-            writeln!(f, "  the time budget ran out before this key was decided")?;
+        if let Some(reason) = &self.error {
+            writeln!(f, "  undecided: {reason}")?;
         }
         if let Some(violation) = &self.violation {
             let shown = violation.linearized.len().min(PREFIX_SHOWN);

@@ -53,7 +53,9 @@ pub(crate) enum Found<S> {
     /// No order works.
     NotLinearizable(Deepest<S>),
     /// The deadline passed first.
-    Unknown,
+    OutOfTime,
+    /// The search remembered [`MAX_STATES`] configurations first.
+    OutOfStates,
 }
 
 /// The result of a search and its cost.
@@ -64,6 +66,11 @@ pub(crate) struct SearchResult<S> {
     /// Distinct (linearized set, state) configurations reached.
     pub states_explored: u64,
 }
+
+/// The most (linearized set, state) configurations one search remembers:
+/// about a gigabyte. Beyond it the key is undecided rather than the
+/// machine out of memory.
+pub(crate) const MAX_STATES: usize = 10_000_000;
 
 /// How often (in loop iterations) the clock is read.
 const DEADLINE_CHECK_EVERY: u64 = 1 << 10;
@@ -245,7 +252,11 @@ pub(crate) fn search<M: Model>(
     loop {
         iterations += 1;
         if iterations.is_multiple_of(DEADLINE_CHECK_EVERY) && Instant::now() >= deadline {
-            result.found = Found::Unknown;
+            result.found = Found::OutOfTime;
+            break;
+        }
+        if memo.len() >= MAX_STATES {
+            result.found = Found::OutOfStates;
             break;
         }
         if node != NIL && events.is_call[node] {

@@ -44,6 +44,9 @@ struct Planned {
     applied: bool,
 }
 
+/// Percent of operations whose outcome is lost (unknown); 2 more fail.
+const UNKNOWN_PERCENT: u64 = 5;
+
 /// A linearizable history of `ops_per_key` operations on each of `keys`
 /// keys, `processes` clients per key. `value_domain` bounds the written
 /// values (small domains make reads ambiguous, hence harder to check).
@@ -86,10 +89,13 @@ fn generate(
                     value: format!("{k}-{counter}"),
                 },
             };
-            let fate = match rng.below(100) {
-                0..=4 => 1,
-                5..=6 => 2,
-                _ => 0,
+            let roll = rng.below(100);
+            let fate = if roll < UNKNOWN_PERCENT {
+                1
+            } else if roll < UNKNOWN_PERCENT + 2 {
+                2
+            } else {
+                0
             };
             plans.push(Planned {
                 process: process_ids[p],

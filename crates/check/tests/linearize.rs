@@ -368,7 +368,8 @@ fn an_invalid_key_is_unknown_never_a_pass() {
     ]);
     let report = check(&history, options());
     assert_eq!(report.verdict, Verdict::Unknown, "{report}");
-    assert!(report.partitions[0].error.is_some());
+    let reason = report.partitions[0].error.as_deref();
+    assert!(reason.is_some_and(|r| r.starts_with("invalid operations: ")));
 }
 
 /// Many concurrent unknown writes, each seen once, then a read of a value
@@ -412,4 +413,51 @@ fn running_out_of_budget_is_unknown() {
         "{report}"
     );
     assert!(report.elapsed < Duration::from_secs(5));
+}
+
+#[test]
+fn an_unseen_unknown_write_can_explain_a_failed_cas() {
+    assert_linearizable(vec![
+        ok(1, write("a"), 0, 10, Output::Write),
+        unknown(2, write("b"), 20),
+        ok(
+            3,
+            cas(Some("a"), "c"),
+            100,
+            110,
+            Output::Cas { succeeded: false },
+        ),
+    ]);
+    // Without the unknown write, nothing explains the failure.
+    assert_violation(vec![
+        ok(1, write("a"), 0, 10, Output::Write),
+        ok(
+            3,
+            cas(Some("a"), "c"),
+            100,
+            110,
+            Output::Cas { succeeded: false },
+        ),
+    ]);
+}
+
+#[test]
+fn an_unknown_cas_a_read_saw_applied_once_before_that_read() {
+    assert_linearizable(vec![
+        ok(1, write("a"), 0, 10, Output::Write),
+        unknown(2, cas(Some("a"), "b"), 20),
+        ok(3, Input::Read, 100, 110, read(Some("b"))),
+    ]);
+    assert_violation(vec![
+        ok(1, write("a"), 0, 10, Output::Write),
+        unknown(2, cas(Some("a"), "b"), 20),
+        ok(3, Input::Read, 100, 110, read(Some("b"))),
+        ok(3, Input::Read, 120, 130, read(Some("a"))),
+    ]);
+    // Seen before it was invoked: impossible.
+    assert_violation(vec![
+        ok(1, write("a"), 0, 10, Output::Write),
+        ok(3, Input::Read, 20, 30, read(Some("b"))),
+        unknown(2, cas(Some("a"), "b"), 40),
+    ]);
 }
