@@ -22,6 +22,7 @@ pub mod faults;
 pub mod process;
 pub mod proxy;
 pub mod run;
+pub mod watches;
 pub mod workload;
 
 pub use cluster::{Cluster, ClusterConfig};

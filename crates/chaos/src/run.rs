@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::error::HarnessError;
 use crate::faults::{Fault, FaultKind};
+use crate::watches::{self, WatchPlan};
 use crate::workload::{split_list, Recorder, Worker, WorkloadConfig};
 
 /// How a run goes.
@@ -166,12 +167,18 @@ pub async fn run_on(
     let deadline = Instant::now() + config.duration;
     let mut rng = SmallRng::seed_from_u64(config.seed);
 
+    let watch_plan = WatchPlan::new(&config.workload.prefix, config.watchers);
+    let watch_streams = watch_plan.start(&endpoints, deadline, config.seed);
+
     let mut workers = Vec::new();
     for id in 0..config.workload.workers as u64 {
         // Each worker starts with its own member, then tries the others.
         let mut order = endpoints.clone();
         let first = rng.gen_range(0..order.len().max(1));
         order.rotate_left(first);
+        if config.workload.pin_workers {
+            order.truncate(1);
+        }
         let mut worker = Worker::new(
             id + 1,
             order,
@@ -246,8 +253,9 @@ pub async fn run_on(
         check_lists(cluster, &config.workload, &history).await;
     divergence.extend(list_divergence);
 
-    let watch_events = 0;
-    let watch_violations = Vec::new();
+    let streams = watch_streams.finish().await;
+    let watch_events = streams.iter().map(watches::event_count).sum();
+    let watch_violations = watches::check(cluster, &config.workload.prefix, &streams).await;
 
     let mut operations = BTreeMap::new();
     for op in &history.operations {
@@ -278,11 +286,7 @@ fn violations_of(report: &CheckReport) -> Vec<String> {
         .partitions
         .iter()
         .filter(|p| p.verdict != Verdict::Linearizable)
-        .map(|p| match (&p.violation, &p.error) {
-            (Some(v), _) => format!("key {}: {v:?}", p.key),
-            (None, Some(e)) => format!("key {}: {e}", p.key),
-            (None, None) => format!("key {}: {:?}", p.key, p.verdict),
-        })
+        .map(|p| p.to_string())
         .collect()
 }
 

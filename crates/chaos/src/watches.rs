@@ -49,9 +49,15 @@ impl WatchPlan {
             .map(|w| {
                 let mut order = endpoints.to_vec();
                 if !order.is_empty() {
-                    order.rotate_left((seed as usize).wrapping_add(w) % order.len());
+                    let first = (seed as usize).wrapping_add(w) % order.len();
+                    order.rotate_left(first);
                 }
-                tokio::spawn(watch_until(w as u64 + 1, self.prefix.clone(), order, deadline))
+                tokio::spawn(watch_until(
+                    w as u64 + 1,
+                    self.prefix.clone(),
+                    order,
+                    deadline,
+                ))
             })
             .collect();
         RunningWatches { tasks }
@@ -88,9 +94,9 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-fn convert(event: &pb::Event) -> Option<WatchEvent> {
+fn convert(event: &raftkv_proto::mvccpb::Event) -> Option<WatchEvent> {
     let kv = event.kv.as_ref()?;
-    let delete = event.r#type == pb::event::EventType::Delete as i32;
+    let delete = event.r#type == raftkv_proto::mvccpb::event::EventType::Delete as i32;
     Some(WatchEvent {
         revision: kv.mod_revision,
         key: String::from_utf8_lossy(&kv.key).into_owned(),
@@ -164,8 +170,11 @@ async fn follow(
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")) else {
         return;
     };
-    let Ok(Ok(channel)) =
-        tokio::time::timeout(STREAM_STALL, endpoint.connect_timeout(STREAM_STALL).connect()).await
+    let Ok(Ok(channel)) = tokio::time::timeout(
+        STREAM_STALL,
+        endpoint.connect_timeout(STREAM_STALL).connect(),
+    )
+    .await
     else {
         return;
     };
@@ -283,6 +292,17 @@ pub async fn check(cluster: &Cluster, prefix: &str, streams: &[WatchStream]) -> 
     report
         .violations
         .iter()
-        .map(|v| format!("{v:?}"))
+        .map(|v| {
+            let mut message = v.message.clone();
+            if message.len() > 400 {
+                let cut = (0..=400)
+                    .rev()
+                    .find(|i| message.is_char_boundary(*i))
+                    .unwrap_or(0);
+                message.truncate(cut);
+                message.push_str("...");
+            }
+            format!("watcher {}: {:?}: {message}", v.watcher, v.guarantee)
+        })
         .collect()
 }

@@ -84,6 +84,9 @@ pub struct WorkloadConfig {
     pub max_ops_per_worker: usize,
     /// Pause between a worker's operations.
     pub think_time: Duration,
+    /// Each worker talks to one member only, and stays with it through its
+    /// faults (instead of moving on to the next member).
+    pub pin_workers: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -98,6 +101,7 @@ impl Default for WorkloadConfig {
             retry_writes: true,
             max_ops_per_worker: 100_000,
             think_time: Duration::from_millis(2),
+            pin_workers: false,
         }
     }
 }

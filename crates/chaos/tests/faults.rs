@@ -1,0 +1,116 @@
+//! Chaos runs on real raftkv processes: every fault kind in one short run
+//! (on every CI run), a 5-member cluster split and isolated, and on demand
+//! long runs:
+//!
+//! ```sh
+//! RAFTKV_CHAOS_RUNS=50 RAFTKV_CHAOS_SECONDS=60 \
+//!   cargo test --release -p raftkv-chaos --test faults -- --ignored --nocapture long_runs
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raftkv_chaos::{run, ClusterConfig, FaultKind, RunConfig, ServerKind};
+
+fn raftkv() -> ServerKind {
+    ServerKind::Raftkv {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_raftkv-chaos-node")),
+    }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_kind_once_on_three_members() {
+    init_logs();
+    let mut config = RunConfig::new(
+        ClusterConfig::new(3, raftkv()),
+        FaultKind::ALL.to_vec(),
+        Duration::from_secs(50),
+    );
+    config.quiet = Duration::from_millis(800);
+    config.fault_length = Duration::from_millis(2500);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history.jsonl");
+    let report = run(config, Some(&history)).await.expect("run");
+    println!("{report}");
+    assert!(report.passed(), "{report}\nhistory kept at {}", {
+        let keep = std::env::temp_dir().join(format!("raftkv-chaos-{}.jsonl", report.seed));
+        let _ = std::fs::copy(&history, &keep);
+        keep.display().to_string()
+    });
+    for kind in FaultKind::ALL {
+        assert!(
+            report.faults.contains_key(&kind.to_string()),
+            "{kind} was never injected: {:?}",
+            report.faults
+        );
+    }
+    assert!(report.total_operations() > 500, "{:?}", report.operations);
+    assert!(report.watch_events > 0, "the watchers saw events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_split_isolated_and_killed() {
+    init_logs();
+    let mut config = RunConfig::new(
+        ClusterConfig::new(5, raftkv()),
+        vec![
+            FaultKind::SplitMajorityMinority,
+            FaultKind::KillMajority,
+            FaultKind::IsolateLeader,
+            FaultKind::OneWayToLeader,
+        ],
+        Duration::from_secs(20),
+    );
+    config.quiet = Duration::from_millis(800);
+    config.fault_length = Duration::from_millis(2500);
+    let report = run(config, None).await.expect("run");
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    assert!(report.total_faults() >= 4, "{:?}", report.faults);
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run on demand (RAFTKV_CHAOS_RUNS, RAFTKV_CHAOS_SECONDS)"]
+async fn long_runs() {
+    init_logs();
+    let runs = env_number("RAFTKV_CHAOS_RUNS", 50);
+    let seconds = env_number("RAFTKV_CHAOS_SECONDS", 60);
+    let (mut operations, mut faults, mut failed) = (0, 0, Vec::new());
+    let (mut lost, mut violations) = (0, 0);
+    for n in 0..runs {
+        let size = if n % 3 == 2 { 5 } else { 3 };
+        let config = RunConfig::new(
+            ClusterConfig::new(size, raftkv()),
+            FaultKind::ALL.to_vec(),
+            Duration::from_secs(seconds),
+        );
+        let report = run(config, None).await.expect("run");
+        println!("run {}/{runs} ({size} members): {report}", n + 1);
+        operations += report.total_operations();
+        faults += report.total_faults();
+        lost += report.lost_writes.len();
+        violations += report.violations.len();
+        if !report.passed() {
+            failed.push(report.seed);
+        }
+    }
+    println!(
+        "{runs} runs of {seconds} s: {operations} operations, {faults} faults, \
+         {violations} linearizability violations, {lost} lost writes, failed seeds {failed:?}"
+    );
+    assert!(failed.is_empty(), "failed runs: {failed:?}");
+}
