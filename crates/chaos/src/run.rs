@@ -254,6 +254,13 @@ pub async fn run_on(
     divergence.extend(list_divergence);
 
     let streams = watch_streams.finish().await;
+    if let Some(path) = std::env::var_os("RAFTKV_CHAOS_WATCH_DUMP") {
+        // For a person looking into a watch violation: every recorded
+        // stream, as JSON.
+        if let Ok(text) = serde_json::to_string(&streams) {
+            let _ = std::fs::write(path, text);
+        }
+    }
     let watch_events = streams.iter().map(watches::event_count).sum();
     let watch_violations = watches::check(cluster, &config.workload.prefix, &streams).await;
 
