@@ -17,6 +17,7 @@
 #   WORKLOADS="put get get-serializable txn-put"
 #   LOAD_KEYS=1000000 keys loaded for the memory and disk measure (0: skip)
 #   TARGET=leader     connections to the leader only, or `all` members
+#   SERVERS="etcd raftkv"  which to run (one alone: a quick check of a change)
 #   OUT=docs/benchmarks.md
 #   QUICK=1           a smoke run: 1 round of 2 s, 1 and 64 clients,
 #                     put and get, 20000 keys loaded, written to
@@ -38,6 +39,7 @@ CLIENTS=${CLIENTS:-1 16 64 256}
 WORKLOADS=${WORKLOADS:-put get get-serializable txn-put}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 TARGET=${TARGET:-leader}
+SERVERS=${SERVERS:-etcd raftkv}
 OUT=${OUT:-docs/benchmarks.md}
 # Keys the read workloads read (written before them, every round).
 READ_KEYS=10000
@@ -53,13 +55,15 @@ fi
 echo "== building raftkv and raftkvctl (release)"
 cargo build --release -q -p raftkv-server --bin raftkv -p raftkv-ctl --bin raftkvctl
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-RAFTKV=$BIN/raftkv
-CTL=$BIN/raftkvctl
 ETCD=$(command -v etcd)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftkv-bench.XXXXXX")
 RESULTS=$WORK/results
-mkdir -p "$RESULTS" "$WORK/load"
+mkdir -p "$RESULTS" "$WORK/load" "$WORK/bin"
+# Copies, so a rebuild during the run does not change what is measured.
+cp "$BIN/raftkv" "$BIN/raftkvctl" "$WORK/bin/"
+RAFTKV=$WORK/bin/raftkv
+CTL=$WORK/bin/raftkvctl
 PIDS=()
 
 stop_cluster() {
@@ -136,7 +140,9 @@ bench() {
   case $workload in
     get-serializable) workload=get args=(--serializable) ;;
   esac
-  timeout $((DURATION + 120)) "$CTL" --endpoints="$ENDPOINTS" bench "$workload" \
+  # Bounded: a run that hangs ends the script. The load of LOAD_KEYS keys
+  # sets BENCH_TIMEOUT, as it is bounded by --total, not --duration.
+  timeout "${BENCH_TIMEOUT:-$((DURATION + 120))}" "$CTL" --endpoints="$ENDPOINTS" bench "$workload" \
     --clients "$clients" --conns "$conns" --target "$TARGET" --label "$label" \
     --json "${args[@]}" "$@" >"$out"
 }
@@ -171,7 +177,7 @@ measure_resources() {
   local kind=$1
   echo "== loading $LOAD_KEYS keys of 256 B into $kind"
   start_cluster "$kind" "$kind-load"
-  bench "$kind" put 256 "$WORK/load/$kind-load.json" \
+  BENCH_TIMEOUT=3600 bench "$kind" put 256 "$WORK/load/$kind-load.json" \
     --sequential-keys --key-space "$LOAD_KEYS" --total "$LOAD_KEYS" --val-size 256 \
     --request-timeout 30s
   local rss
@@ -186,12 +192,10 @@ measure_resources() {
 
 STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 for round in $(seq "$ROUNDS"); do
-  run_round etcd "$round"
-  run_round raftkv "$round"
+  for server in $SERVERS; do run_round "$server" "$round"; done
 done
 if [ "$LOAD_KEYS" -gt 0 ]; then
-  measure_resources etcd
-  measure_resources raftkv
+  for server in $SERVERS; do measure_resources "$server"; done
 fi
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
