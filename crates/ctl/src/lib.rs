@@ -8,6 +8,8 @@
 //! - [`commands`]: one module per command group.
 //! - [`output`]: the `simple`, `json`, `table` and `fields` formats.
 //! - [`error`]: etcdctl's error texts and exit codes.
+//! - [`bench`]: `raftkvctl bench`, a load generator for etcd and raftkv
+//!   alike, and the report comparing them.
 //! - [`duration`]: Go duration strings (`5s`, `500ms`) for the timeout flags.
 //!
 //! # Exactly-once retries
@@ -47,6 +49,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod commands;
 pub mod duration;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use raftkv_ctl::bench::BenchArgs;
 use raftkv_ctl::client::{Client, ClientConfig, RetryPolicy};
 use raftkv_ctl::commands::check::CheckArgs;
 use raftkv_ctl::commands::endpoint::EndpointCommand;
@@ -88,7 +89,8 @@ enum Command {
     /// Checks a recorded history (JSON Lines) for linearizability; exit 0
     /// linearizable, 1 not, 2 unknown or unreadable.
     Check(CheckArgs),
-    // `bench` (a load generator over the same client, planned) goes here.
+    /// Benchmarks etcd's v3 API (raftkv or etcd) and reports on the results.
+    Bench(BenchArgs),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -135,14 +137,18 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             env!("CARGO_PKG_VERSION")
         ));
     }
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Command::Bench(args) = &cli.command {
+        return raftkv_ctl::bench::run(args, &endpoints, cli.dial_timeout);
+    }
     let config = ClientConfig {
-        endpoints: cli
-            .endpoints
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::to_string)
-            .collect(),
+        endpoints,
         dial_timeout: cli.dial_timeout,
         command_timeout: cli.command_timeout,
         retry: RetryPolicy {
@@ -178,6 +184,6 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<(), CtlError> {
         Command::Defrag(args) => maintenance::defrag(ctx, args).await,
         Command::Snapshot(command) => maintenance::snapshot(ctx, command).await,
         Command::MoveLeader { args } => maintenance::move_leader(ctx, args).await,
-        Command::Version | Command::Check(_) => Ok(()),
+        Command::Version | Command::Check(_) | Command::Bench(_) => Ok(()),
     }
 }

@@ -928,10 +928,12 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     }
 
     fn release_reads(&mut self) {
+        // Not `status()`: on a leader it clones every follower's progress,
+        // and this runs on every Ready.
         let applied = self
             .state_machine
             .applied_index()
-            .max(self.raw.status().applied);
+            .max(self.raw.raft().log.applied);
         let pending = self.reads_awaiting_apply.split_off(&(applied + 1));
         for (_, replies) in std::mem::replace(&mut self.reads_awaiting_apply, pending) {
             for reply in replies {
