@@ -177,8 +177,8 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             write.await.ok().flatten()
         }
         2 => {
-            cluster.set_link(leader, f1, LinkMode::Blackhole);
-            cluster.set_link(leader, f2, LinkMode::Blackhole);
+            cluster.set_link(leader, f1, LinkMode::Cut);
+            cluster.set_link(leader, f2, LinkMode::Cut);
             s.step("cut the leader's links to both followers");
             let write = s.send_write(cluster)?;
             tokio::time::sleep(STAGE_SETTLE).await;
@@ -188,8 +188,8 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             write.await.ok().flatten()
         }
         3 => {
-            cluster.set_link(f1, leader, LinkMode::Blackhole);
-            cluster.set_link(f2, leader, LinkMode::Blackhole);
+            cluster.set_link(f1, leader, LinkMode::Cut);
+            cluster.set_link(f2, leader, LinkMode::Cut);
             s.step("cut both followers' links to the leader (their acks are lost)");
             let write = s.send_write(cluster)?;
             tokio::time::sleep(STAGE_SETTLE).await;
@@ -199,8 +199,8 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             write.await.ok().flatten()
         }
         4 => {
-            cluster.set_link(leader, f2, LinkMode::Blackhole);
-            cluster.set_link(f1, leader, LinkMode::Blackhole);
+            cluster.set_link(leader, f2, LinkMode::Cut);
+            cluster.set_link(f1, leader, LinkMode::Cut);
             s.step(format!(
                 "cut leader→{f2} and {f1}→leader: only {f1} can receive the write, and its ack is lost"
             ));
@@ -223,7 +223,7 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
         }
         5 => {
             let delay = Duration::from_millis(600);
-            cluster.set_link(leader, f2, LinkMode::Blackhole);
+            cluster.set_link(leader, f2, LinkMode::Cut);
             cluster.set_link(leader, f1, LinkMode::Delay(delay));
             s.step(format!(
                 "cut leader→{f2}; leader→{f1} delayed {} ms",
@@ -234,7 +234,7 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             // back, and the leader commits and answers; its next message,
             // which tells f1 of the commit, is still in the slow link.
             let answer = write.await.ok().flatten();
-            cluster.set_link(leader, f1, LinkMode::Blackhole);
+            cluster.set_link(leader, f1, LinkMode::Cut);
             cluster.kill(leader);
             s.step(format!(
                 "the leader committed and answered ({}); killed it before {f1} learned of the commit",
@@ -244,7 +244,7 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             answer
         }
         6 => {
-            cluster.set_client_link(leader, LinkMode::Pass, LinkMode::Blackhole);
+            cluster.set_client_link(leader, LinkMode::Pass, LinkMode::Cut);
             s.step("cut the leader's answers to clients");
             let write = s.send_write(cluster)?;
             let applied = wait_until_applied_on(cluster, &[f1, f2], Duration::from_secs(5)).await;

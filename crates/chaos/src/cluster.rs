@@ -363,8 +363,8 @@ impl Cluster {
             for other in groups.iter().skip(g + 1) {
                 for &a in group {
                     for &b in other {
-                        self.network.set(Link::nodes(a, b), LinkMode::Blackhole);
-                        self.network.set(Link::nodes(b, a), LinkMode::Blackhole);
+                        self.network.set(Link::nodes(a, b), LinkMode::Cut);
+                        self.network.set(Link::nodes(b, a), LinkMode::Cut);
                     }
                 }
             }
@@ -454,11 +454,21 @@ impl Cluster {
         (0..self.size()).find(|i| !not.contains(i) && self.is_running(*i))
     }
 
-    /// Stops every member (SIGTERM, then SIGKILL after `grace`).
+    /// Stops every member (SIGTERM, then SIGKILL after `grace`). With
+    /// `RAFTKV_CHAOS_KEEP=1` the members' data and logs are kept (the path
+    /// is logged) for a person to look into.
     pub fn stop_all(&mut self, grace: Duration) {
         for i in 0..self.size() {
             let _ = self.resume(i);
             self.terminate(i, grace);
+        }
+        if std::env::var_os("RAFTKV_CHAOS_KEEP").is_some() {
+            let kept = self.dir.path().to_path_buf();
+            if let Ok(replacement) = tempfile::tempdir() {
+                let _ = std::mem::replace(&mut self.dir, replacement).keep();
+                tracing::warn!(dir = %kept.display(), "kept the cluster's files");
+                eprintln!("kept the cluster's files in {}", kept.display());
+            }
         }
     }
 }

@@ -164,13 +164,13 @@ impl Fault {
             }
             FaultKind::OneWayFromLeader => {
                 for other in (0..size).filter(|i| *i != leader) {
-                    cluster.set_link(leader, other, LinkMode::Blackhole);
+                    cluster.set_link(leader, other, LinkMode::Cut);
                 }
                 vec![leader]
             }
             FaultKind::OneWayToLeader => {
                 for other in (0..size).filter(|i| *i != leader) {
-                    cluster.set_link(other, leader, LinkMode::Blackhole);
+                    cluster.set_link(other, leader, LinkMode::Cut);
                 }
                 vec![leader]
             }
@@ -201,7 +201,7 @@ impl Fault {
                 vec![leader]
             }
             FaultKind::ClientAnswersLost => {
-                cluster.set_client_link(leader, LinkMode::Pass, LinkMode::Blackhole);
+                cluster.set_client_link(leader, LinkMode::Pass, LinkMode::Cut);
                 vec![leader]
             }
         };

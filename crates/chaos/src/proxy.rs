@@ -15,13 +15,17 @@
 //!          ◀──            ◀─(mode B→A)──
 //! ```
 //!
-//! A mode is looked up when a chunk is read and again when it is due to be
-//! written, so a link cut while bytes are delayed in it loses them, as a
-//! cable pulled with packets in flight would.
-
+//! A cut link holds what is sent into it, as TCP would keep retransmitting
+//! through a partition: nothing gets through while the cut lasts, and what
+//! was sent arrives in order once it heals, unless the sender's connection
+//! closes first (the sender died), which loses it. Dropping bytes out of
+//! the middle of a live TCP stream, which no real network does, would hand
+//! the receiver a stream with a hole in it (an HTTP/2 peer may then never
+//! notice that whole messages went missing).
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,8 +72,9 @@ pub enum LinkMode {
     Pass,
     /// Delivered in order, each chunk this much later than it was sent.
     Delay(Duration),
-    /// Swallowed: the sender sees no error, the receiver nothing.
-    Blackhole,
+    /// Held: the sender sees no error and the receiver nothing until the
+    /// link passes again; lost if the sender's connection closes first.
+    Cut,
 }
 
 /// The modes of every link; links not set pass.
@@ -195,6 +200,9 @@ struct InFlight {
     bytes: Vec<u8>,
 }
 
+/// How often a writer held by a cut link looks again.
+const CUT_POLL: Duration = Duration::from_millis(20);
+
 /// Copies one direction, applying the link's mode.
 async fn pump(
     mut reader: OwnedReadHalf,
@@ -203,35 +211,43 @@ async fn pump(
     net: Arc<Network>,
 ) {
     let (queue, mut due) = mpsc::unbounded_channel::<InFlight>();
+    let sender_closed = Arc::new(AtomicBool::new(false));
     let read_side = {
+        let sender_closed = sender_closed.clone();
         let net = net.clone();
         async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
                 let delay = match net.mode(link) {
-                    LinkMode::Blackhole => continue,
-                    LinkMode::Pass => Duration::ZERO,
                     LinkMode::Delay(delay) => delay,
+                    LinkMode::Pass | LinkMode::Cut => Duration::ZERO,
                 };
                 let chunk = InFlight {
                     due: Instant::now() + delay,
                     bytes: buf[..n].to_vec(),
                 };
                 if queue.send(chunk).is_err() {
-                    return;
+                    break;
                 }
             }
+            sender_closed.store(true, Ordering::Release);
         }
     };
     let write_side = async move {
         while let Some(chunk) = due.recv().await {
             tokio::time::sleep_until(chunk.due).await;
-            if net.mode(link) == LinkMode::Blackhole {
-                continue;
+            while net.mode(link) == LinkMode::Cut {
+                if sender_closed.load(Ordering::Acquire) {
+                    // The sender is gone with everything it had not yet
+                    // got through.
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+                tokio::time::sleep(CUT_POLL).await;
             }
             if writer.write_all(&chunk.bytes).await.is_err() {
                 return;
@@ -277,7 +293,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn links_pass_delay_and_swallow_each_direction() {
+    async fn links_pass_delay_and_hold_each_direction() {
         let network = Arc::new(Network::default());
         let target = echo_server().await;
         let classify: Classifier = Arc::new(|_| Endpoint::Client);
@@ -307,24 +323,30 @@ mod tests {
         let slow = round_trip(&mut stream, Duration::from_secs(5)).await;
         assert!(slow.expect("delayed, not lost") >= Duration::from_millis(300));
 
-        // Answers are swallowed: the request arrives, the echo does not.
+        // Answers are held: the request arrives, the echo does not...
         network.set(to_node, LinkMode::Pass);
-        network.set(from_node, LinkMode::Blackhole);
-        assert_eq!(
-            round_trip(&mut stream, Duration::from_millis(300)).await,
-            None
-        );
+        network.set(from_node, LinkMode::Cut);
+        stream.write_all(b"held").await.expect("write");
+        let mut buf = [0u8; 4];
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), stream.read_exact(&mut buf)).await;
+        assert!(early.is_err(), "nothing gets through a cut link");
 
-        // Healed, the same connection works again (the lost echo is gone
-        // for good, so the next one is the next ping's).
+        // ...until the link heals: then it arrives, whole and in order.
         network.heal();
-        let healed = round_trip(&mut stream, Duration::from_secs(5)).await;
-        assert!(healed.is_some());
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+            .await
+            .expect("delivered after the heal")
+            .expect("read");
+        assert_eq!(&buf, b"held");
+        assert!(round_trip(&mut stream, Duration::from_secs(5))
+            .await
+            .is_some());
         assert!(network.faulty_links().is_empty());
     }
 
     #[tokio::test]
-    async fn a_link_cut_while_bytes_are_delayed_loses_them() {
+    async fn bytes_held_by_a_cut_link_are_lost_when_their_sender_closes() {
         let network = Arc::new(Network::default());
         let target = echo_server().await;
         let classify: Classifier = Arc::new(|_| Endpoint::Client);
@@ -345,12 +367,16 @@ mod tests {
         network.set(to_node, LinkMode::Delay(Duration::from_millis(400)));
         stream.write_all(b"lost").await.expect("write");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        network.set(to_node, LinkMode::Blackhole);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        network.set(to_node, LinkMode::Cut);
+        // The sender goes away while its bytes are held.
+        stream.shutdown().await.expect("shutdown");
+        let mut rest = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(800), stream.read_to_end(&mut rest)).await;
         network.heal();
-        // Only the ping comes back, never "lost".
-        assert!(round_trip(&mut stream, Duration::from_secs(5))
-            .await
-            .is_some());
+        assert!(
+            rest.is_empty(),
+            "the held bytes never reached the echo server: {rest:?}"
+        );
     }
 }
