@@ -180,6 +180,12 @@ measure_resources() {
   BENCH_TIMEOUT=3600 bench "$kind" put 256 "$WORK/load/$kind-load.json" \
     --sequential-keys --key-space "$LOAD_KEYS" --total "$LOAD_KEYS" --val-size 256 \
     --request-timeout 30s
+  local errors
+  errors=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors"])' "$WORK/load/$kind-load.json")
+  if [ "$errors" != 0 ]; then
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("- %s: %d of the %d puts of the load failed: %s" % (sys.argv[2], r["errors"], r["ops"], "; ".join("%d x %s %s" % (e["count"], e["code"], e["message"]) for e in r["error_kinds"])))' \
+      "$WORK/load/$kind-load.json" "$kind" >>"$WORK/load-notes.md"
+  fi
   local rss
   rss=$(rss_kib)
   local bytes
@@ -211,7 +217,7 @@ mkdir -p "$(dirname "$OUT")"
   echo '```'
   echo
   echo "- machine: $(nproc) CPUs ($CPU), $MEM memory, Linux $(uname -r)"
-  echo "- etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //'), raftkv: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')"
+  echo "- etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //'), raftkv: $(git rev-parse --short HEAD)$([ -z "$(git status --porcelain --untracked-files=no)" ] || echo ' (with local changes)')"
   echo "- each: 3 members on 127.0.0.1, \`--heartbeat-interval 100 --election-timeout 1000 --snapshot-count 100000\`, fresh data directories on the same disk, one cluster running at a time"
   echo "- load: \`raftkvctl bench\` on the same machine, $DURATION s per run, connections to the ${TARGET} (\`--target $TARGET\`), one connection per 4 clients, 8 B keys over a space of $READ_KEYS (written before the reads), 256 B values; rounds alternate etcd, raftkv"
   echo
@@ -220,5 +226,11 @@ mkdir -p "$(dirname "$OUT")"
   "$CTL" bench report "$RESULTS" --baseline etcd --candidate raftkv
   echo
   echo "Memory and disk: a fresh cluster of each loaded with \`bench put --sequential-keys\` (256 clients), then the members' VmHWM from /proc and \`du -sb\` of their data directories."
+  if [ -s "$WORK/load-notes.md" ]; then
+    echo
+    echo "Errors during the load (the sizes above are for the keys that were written):"
+    echo
+    cat "$WORK/load-notes.md"
+  fi
 } >"$OUT"
 echo "== written to $OUT (raw results in $RESULTS)"
