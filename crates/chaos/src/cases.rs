@@ -26,7 +26,6 @@ use std::time::Duration;
 use raftkv_check::history::History;
 use raftkv_check::{check, CheckOptions, Verdict};
 use raftkv_proto::etcdserverpb as pb;
-use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -316,7 +315,7 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
         .and_then(|a| a.header.as_ref())
         .map(|h| h.revision);
     for i in 0..cluster.size() {
-        match read_direct(cluster, i, KEY).await {
+        match cluster.read_own(i, KEY).await.ok().flatten() {
             Some(kv) => {
                 let value = String::from_utf8_lossy(&kv.value);
                 if value != VALUE || kv.version != 1 {
@@ -338,10 +337,12 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
                 .push(format!("member {i} lacks the acknowledged write")),
         }
         if let Some(key) = must_be_absent {
-            if read_direct(cluster, i, key).await.is_some() {
-                s.report.failures.push(format!(
+            match cluster.read_own(i, key).await {
+                Ok(None) => {}
+                Ok(Some(_)) => s.report.failures.push(format!(
                     "member {i} holds {key}, written only to the isolated old leader"
-                ));
+                )),
+                Err(err) => s.report.failures.push(err.to_string()),
             }
         }
     }
@@ -374,7 +375,7 @@ async fn wait_until_applied_on(cluster: &Cluster, members: &[usize], within: Dur
     while Instant::now() < deadline {
         let mut all = true;
         for &i in members {
-            all &= read_direct(cluster, i, KEY).await.is_some();
+            all &= matches!(cluster.read_own(i, KEY).await, Ok(Some(_)));
         }
         if all {
             return true;
@@ -382,25 +383,4 @@ async fn wait_until_applied_on(cluster: &Cluster, members: &[usize], within: Dur
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
-}
-
-/// `key` as member `i` itself has it (serializable, past the proxy).
-async fn read_direct(
-    cluster: &Cluster,
-    i: usize,
-    key: &str,
-) -> Option<raftkv_proto::mvccpb::KeyValue> {
-    let mut client = KvClient::connect(cluster.direct_endpoint(i)).await.ok()?;
-    client
-        .range(pb::RangeRequest {
-            key: key.as_bytes().to_vec(),
-            serializable: true,
-            ..Default::default()
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .kvs
-        .into_iter()
-        .next()
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::time::Instant;
 
@@ -410,6 +411,29 @@ impl Cluster {
             self.members[i].member_id = Some(header.member_id);
         }
         Some(status)
+    }
+
+    /// `key` as member `i` itself has it: a serializable read past the
+    /// proxy (None when the key is absent).
+    pub async fn read_own(
+        &self,
+        i: usize,
+        key: &str,
+    ) -> Result<Option<raftkv_proto::mvccpb::KeyValue>, HarnessError> {
+        let url = self.direct_endpoint(i);
+        let unreadable = |e: String| HarnessError::Setup(format!("reading {key} from {url}: {e}"));
+        let mut client = KvClient::connect(url.clone())
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        let response = client
+            .range(pb::RangeRequest {
+                key: key.as_bytes().to_vec(),
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unreadable(e.message().to_string()))?;
+        Ok(response.into_inner().kvs.into_iter().next())
     }
 
     /// Member `i`'s id, if a status answer has told it.

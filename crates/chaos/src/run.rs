@@ -11,7 +11,6 @@ use std::time::Duration;
 use raftkv_check::history::{History, Input, Outcome};
 use raftkv_check::{check, CheckOptions, CheckReport, Verdict};
 use raftkv_proto::etcdserverpb as pb;
-use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -380,9 +379,11 @@ async fn check_lists(
         let key = workload.list_key(k);
         let mut copies = Vec::new();
         for i in 0..cluster.size() {
-            let values = read_direct(&cluster.direct_endpoint(i), &key)
+            let values = cluster
+                .read_own(i, &key)
                 .await
-                .map(|v| split_list(&v));
+                .ok()
+                .map(|kv| kv.map(|kv| split_list(&kv.value)).unwrap_or_default());
             copies.push(values);
         }
         for (i, copy) in copies.iter().enumerate() {
@@ -410,26 +411,4 @@ async fn check_lists(
         }
     }
     (lost, duplicated, divergence)
-}
-
-/// A serializable read of `key` from the member at `url` itself.
-async fn read_direct(url: &str, key: &str) -> Option<Vec<u8>> {
-    let mut client = KvClient::connect(url.to_string()).await.ok()?;
-    let response = client
-        .range(pb::RangeRequest {
-            key: key.as_bytes().to_vec(),
-            serializable: true,
-            ..Default::default()
-        })
-        .await
-        .ok()?
-        .into_inner();
-    Some(
-        response
-            .kvs
-            .into_iter()
-            .next()
-            .map(|kv| kv.value)
-            .unwrap_or_default(),
-    )
 }
