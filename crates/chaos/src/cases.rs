@@ -183,7 +183,6 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             tokio::time::sleep(STAGE_SETTLE).await;
             s.step("the write is in the leader's log only; killing the leader");
             cluster.kill(leader);
-            cluster.heal();
             write.await.ok().flatten()
         }
         3 => {
@@ -194,7 +193,6 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             tokio::time::sleep(STAGE_SETTLE).await;
             s.step("the write is on all followers, uncommitted, unanswered; killing the leader");
             cluster.kill(leader);
-            cluster.heal();
             write.await.ok().flatten()
         }
         4 => {
@@ -209,7 +207,6 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
                 "the write is on {f1} only, uncommitted; killing the leader"
             ));
             cluster.kill(leader);
-            cluster.heal();
             let answer = write.await.ok().flatten();
             let new_leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
             s.step(format!("member {new_leader} leads now"));
@@ -239,7 +236,6 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
                 "the leader committed and answered ({}); killed it before {f1} learned of the commit",
                 if answer.is_some() { "acknowledged" } else { "NOT acknowledged" }
             ));
-            cluster.heal();
             answer
         }
         6 => {
@@ -251,7 +247,6 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
                 "the write is committed and applied on both followers ({applied}); the client has no answer; killing the leader"
             ));
             cluster.kill(leader);
-            cluster.heal();
             write.await.ok().flatten()
         }
         7 => {
@@ -296,7 +291,10 @@ async fn stage(case: u8, cluster: &mut Cluster) -> Result<CaseReport, HarnessErr
             .failures
             .push("the client's write (retried with its request id) was never acknowledged".into());
     }
-    // Everyone back, converged.
+    // Everyone back, converged. The dead leader's links stay cut until
+    // now: what it had sent into them must die with it (the proxy drops
+    // held bytes once it sees their connection close), not reach a
+    // follower in the middle of the election.
     cluster.heal();
     if !cluster.is_running(leader) {
         cluster.restart(leader)?;
