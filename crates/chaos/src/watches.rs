@@ -82,16 +82,10 @@ pub fn event_count(stream: &WatchStream) -> usize {
     stream.responses.iter().map(|r| r.events.len()).sum()
 }
 
-/// The end of the range of keys starting with `prefix`.
+/// The end of the range of keys starting with `prefix`, as etcdctl's
+/// `--prefix` computes it.
 fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
+    raftkv_ctl::commands::prefix_range_end(prefix.as_bytes())
 }
 
 fn convert(event: &raftkv_proto::mvccpb::Event) -> Option<WatchEvent> {
