@@ -114,12 +114,15 @@ impl TestServer {
                 key: b"ready?".to_vec(),
                 ..Default::default()
             }));
-            // Ready once it serves reads and has published its client URLs
-            // (a member does so through the log shortly after it starts).
+            // Ready once it serves reads and has applied the entry that
+            // publishes its name and client URLs: a fresh one-member
+            // cluster's third (bootstrap, the leader's empty entry, the
+            // publish). MemberList shows the URLs from the flags before
+            // that, so only the applied index tells twins apart reliably.
             let published = read.is_ok()
                 && runtime
-                    .block_on(client.member_list())
-                    .is_ok_and(|list| list.members.iter().all(|m| !m.client_ur_ls.is_empty()));
+                    .block_on(client.status(raftkv_ctl::client::Target::Any))
+                    .is_ok_and(|status| status.raft_applied_index >= 3);
             if published {
                 return;
             }
