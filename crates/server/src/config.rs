@@ -95,6 +95,12 @@ pub struct Flags {
     /// How often watchers created with progress_notify hear progress.
     #[arg(long, default_value = "10m0s")]
     pub experimental_watch_progress_notify_interval: String,
+    /// How long the outcome of a write that carries a client id and a
+    /// sequence number is remembered, so a retry within that time is
+    /// answered with it instead of applied again. The leader's value is the
+    /// one that counts; give every member the same.
+    #[arg(long, default_value = "10m0s")]
+    pub request_outcome_ttl: String,
     /// Local IP address to open peer connections from (default: chosen by
     /// the operating system).
     #[arg(long)]
@@ -181,6 +187,8 @@ pub struct ServerConfig {
     pub watch_progress_interval: Duration,
     /// Source address of outgoing peer connections.
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// How long exactly-once outcomes are kept (by the cluster clock).
+    pub request_outcome_ttl: Duration,
 }
 
 /// The backend quota etcd applies when `--quota-backend-bytes` is 0.
@@ -282,32 +290,26 @@ impl ServerConfig {
                 &flags.auto_compaction_retention,
             )?,
             lease_checkpoint_interval: if flags.experimental_enable_lease_checkpoint {
-                parse_duration(&flags.experimental_lease_checkpoint_interval)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        ConfigError::Invalid(format!(
-                            "--experimental-lease-checkpoint-interval {:?} is not a positive duration",
-                            flags.experimental_lease_checkpoint_interval
-                        ))
-                    })?
+                positive_duration(
+                    &flags.experimental_lease_checkpoint_interval,
+                    "--experimental-lease-checkpoint-interval",
+                )?
             } else {
                 Duration::ZERO
             },
-            watch_progress_interval: parse_duration(
+            watch_progress_interval: positive_duration(
                 &flags.experimental_watch_progress_notify_interval,
-            )
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "--experimental-watch-progress-notify-interval {:?} is not a positive duration",
-                    flags.experimental_watch_progress_notify_interval
-                ))
-            })?,
+                "--experimental-watch-progress-notify-interval",
+            )?,
             listen_metrics: match &flags.listen_metrics_urls {
                 Some(urls) => parse_addrs(urls, "--listen-metrics-urls")?,
                 None => Vec::new(),
             },
             peer_source_ip: flags.experimental_peer_source_ip,
+            request_outcome_ttl: positive_duration(
+                &flags.request_outcome_ttl,
+                "--request-outcome-ttl",
+            )?,
         })
     }
 }
@@ -456,6 +458,13 @@ fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, 
     }
 }
 
+/// A flag's positive duration, or why it is not one.
+fn positive_duration(text: &str, flag: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ConfigError::Invalid(format!("{flag} {text:?} is not a positive duration")))
+}
+
 /// Parses a Go duration as etcd's flags take them: `90s`, `1h30m`,
 /// `500ms`, `1.5s`, `5m0s`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -568,6 +577,8 @@ mod tests {
             &["--experimental-lease-checkpoint-interval", "soon"],
             &["--experimental-lease-checkpoint-interval", "0s"],
             &["--experimental-watch-progress-notify-interval", "0"],
+            &["--request-outcome-ttl", "0"],
+            &["--request-outcome-ttl", "forever"],
         ];
         for args in cases {
             let result = ServerConfig::from_flags(&flags(args));

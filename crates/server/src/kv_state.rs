@@ -14,17 +14,10 @@ use crate::lease_checkpoint;
 use crate::lessor::Lessor;
 use crate::members::{self, MemberDirectory};
 use crate::node::{Committed, StateMachine};
+use crate::outcomes::{self, ClusterClock};
 use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
 use crate::status;
 use crate::watch::WatchHub;
-
-/// Namespace of the exactly-once table in the store's aux records.
-pub(crate) const OUTCOMES: &str = "outcome";
-/// Outcomes kept per client: a client may have this many writes in flight
-/// and still retry each of them exactly once.
-pub const OUTCOMES_PER_CLIENT: u64 = 64;
-/// How often (in applied entries) expired outcomes are swept.
-const SWEEP_EVERY_ENTRIES: u64 = 4096;
 
 /// Applies committed writes to the store and publishes what changed to the
 /// watch hub.
@@ -33,36 +26,41 @@ pub struct KvStateMachine {
     hub: WatchHub,
     lessor: Arc<Lessor>,
     applied: Index,
-    outcome_ttl_ms: u64,
-    since_sweep: u64,
     members: Arc<MemberDirectory>,
     /// Whether some member's NOSPACE alarm is raised (see [`crate::alarm`]): replicated
     /// state, cached because every write consults it.
     nospace: bool,
+    /// The replicated cluster clock as of the applied index (see
+    /// [`crate::outcomes`]), cached like `nospace`.
+    clock_ms: u64,
+    /// This member's reading of the cluster clock, moved on by every apply.
+    cluster_clock: Arc<ClusterClock>,
 }
 
 impl KvStateMachine {
-    /// Wraps `store`; outcomes older than `outcome_ttl_ms` are forgotten.
-    /// `members` is refreshed whenever the membership changes.
+    /// Wraps `store`. `members` is refreshed whenever the membership
+    /// changes; `cluster_clock` learns every replicated clock value applied.
     pub fn new(
         store: Arc<Store>,
         hub: WatchHub,
         lessor: Arc<Lessor>,
         members: Arc<MemberDirectory>,
-        outcome_ttl_ms: u64,
+        cluster_clock: Arc<ClusterClock>,
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
         members.load(&store).map_err(fatal)?;
         let nospace = alarm::any_nospace(&alarm::list(&store).map_err(fatal)?);
+        let clock_ms = outcomes::load_clock(&store).map_err(fatal)?;
+        cluster_clock.observe(clock_ms);
         Ok(Self {
             members,
             store,
             hub,
             lessor,
             applied,
-            outcome_ttl_ms,
-            since_sweep: 0,
             nospace,
+            clock_ms,
+            cluster_clock,
         })
     }
 }
@@ -71,29 +69,14 @@ fn fatal(err: MvccError) -> NodeError {
     NodeError::Fatal(format!("key-value store: {err}"))
 }
 
-/// The exactly-once slot of a request: per client, a ring of
-/// [`OUTCOMES_PER_CLIENT`] slots indexed by sequence number.
-fn outcome_slot(client_id: u64, sequence: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&client_id.to_be_bytes());
-    key[8..].copy_from_slice(&(sequence % OUTCOMES_PER_CLIENT).to_be_bytes());
-    key
-}
-
-/// A stored outcome: sequence, time, then the encoded [`Outcome`].
-fn encode_stored(sequence: u64, at_ms: u64, outcome: &Outcome) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + outcome.encoded_len());
-    out.extend_from_slice(&sequence.to_le_bytes());
-    out.extend_from_slice(&at_ms.to_le_bytes());
-    outcome.encode(&mut out).unwrap_or_default();
-    out
-}
-
-fn decode_stored(bytes: &[u8]) -> Option<(u64, u64, Outcome)> {
-    let sequence = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let at_ms = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    let outcome = Outcome::decode(bytes.get(16..)?).ok()?;
-    Some((sequence, at_ms, outcome))
+/// What applying a batch changed besides the store, acted on once the
+/// batch is committed.
+struct Effects {
+    lease_changes: Vec<LeaseChange>,
+    members_changed: bool,
+    /// Replicated state carried from batch to batch.
+    nospace: bool,
+    clock_ms: u64,
 }
 
 impl StateMachine for KvStateMachine {
@@ -107,41 +90,37 @@ impl StateMachine for KvStateMachine {
         let Some(last) = proposals.last() else {
             return Ok(Vec::new());
         };
-        let ttl_ms = self.outcome_ttl_ms;
-        let sweep = self.since_sweep + proposals.len() as u64 >= SWEEP_EVERY_ENTRIES;
-        let mut lease_changes = Vec::new();
-        let mut members_changed = false;
-        let nospace = &mut self.nospace;
-        let nospace_before = *nospace;
-        let (outcomes, revision, events) = self
+        let (outcomes, revision, events, effects) = self
             .store
             .apply(|batch| {
-                lease_changes.clear();
-                members_changed = false;
-                *nospace = nospace_before;
+                // Built afresh on every attempt: a failed attempt changes nothing.
+                let mut effects = Effects {
+                    lease_changes: Vec::new(),
+                    members_changed: false,
+                    nospace: self.nospace,
+                    clock_ms: self.clock_ms,
+                };
                 batch.record_events();
                 let mut outcomes = Vec::with_capacity(proposals.len());
-                let mut clock_ms = 0;
                 for proposal in proposals {
                     if !batch.begin_entry(proposal.index, proposal.term) {
                         // Replayed after a restart: already in the store.
                         outcomes.push(Outcome::default());
                         continue;
                     }
-                    let (outcome, at_ms) = apply_one(
-                        batch,
-                        proposal.payload,
-                        &mut lease_changes,
-                        &mut members_changed,
-                        nospace,
-                    )?;
-                    clock_ms = clock_ms.max(at_ms);
-                    outcomes.push(outcome);
+                    outcomes.push(apply_one(batch, proposal.payload, &mut effects)?);
                 }
-                if sweep && clock_ms > ttl_ms {
-                    sweep_outcomes(batch, clock_ms - ttl_ms)?;
+                // Replayed entries are a prefix of the batch, so an entry
+                // that moved the clock leaves the last entry open.
+                if effects.clock_ms != self.clock_ms {
+                    outcomes::store_clock(batch, effects.clock_ms)?;
                 }
-                Ok((outcomes, batch.current_revision(), batch.take_events()))
+                Ok((
+                    outcomes,
+                    batch.current_revision(),
+                    batch.take_events(),
+                    effects,
+                ))
             })
             .map_err(fatal)?;
         // Published only once the batch is committed to the store, so a
@@ -149,7 +128,7 @@ impl StateMachine for KvStateMachine {
         self.hub.publish(revision, events);
         // The leader's lease clocks follow every grant and revocation,
         // whichever member the client asked.
-        for change in lease_changes {
+        for change in effects.lease_changes {
             match change {
                 LeaseChange::Granted { id, ttl } => self.lessor.granted(id, ttl),
                 LeaseChange::Revoked(id) => self.lessor.revoked(id),
@@ -158,14 +137,12 @@ impl StateMachine for KvStateMachine {
                 }
             }
         }
-        if members_changed {
+        if effects.members_changed {
             self.members.load(&self.store).map_err(fatal)?;
         }
-        self.since_sweep = if sweep {
-            0
-        } else {
-            self.since_sweep + proposals.len() as u64
-        };
+        self.nospace = effects.nospace;
+        self.clock_ms = effects.clock_ms;
+        self.cluster_clock.observe(self.clock_ms);
         self.applied = self.applied.max(last.index);
         Ok(outcomes)
     }
@@ -207,6 +184,8 @@ impl StateMachine for KvStateMachine {
         self.members.load(&self.store).map_err(fatal)?;
         self.applied = meta.applied.index;
         self.nospace = alarm::any_nospace(&alarm::list(&self.store).map_err(fatal)?);
+        self.clock_ms = outcomes::load_clock(&self.store).map_err(fatal)?;
+        self.cluster_clock.observe(self.clock_ms);
         Ok(self.applied)
     }
 }
@@ -228,49 +207,45 @@ enum LeaseChange {
     Checkpointed { id: i64, remaining: i64 },
 }
 
-/// Applies one replicated request; returns its outcome and its proposal time.
+/// Applies one replicated request and returns its outcome; a retried
+/// request gets its first outcome back instead.
 fn apply_one(
     batch: &mut Batch<'_>,
     payload: &[u8],
-    lease_changes: &mut Vec<LeaseChange>,
-    members_changed: &mut bool,
-    nospace: &mut bool,
-) -> Result<(Outcome, u64), MvccError> {
+    effects: &mut Effects,
+) -> Result<Outcome, MvccError> {
     let request = match ReplicatedRequest::decode(payload) {
         Ok(request) => request,
         Err(err) => {
             let status = tonic::Status::internal(format!("etcdserver: undecodable request: {err}"));
-            return Ok((Outcome::error(batch.current_revision(), &status), 0));
+            return Ok(Outcome::error(batch.current_revision(), &status));
         }
     };
-    let at_ms = request.proposed_at_ms;
-    let slot = (request.client_id != 0).then(|| outcome_slot(request.client_id, request.sequence));
-    if let Some(slot) = &slot {
-        if let Some((sequence, _, first)) = batch
-            .aux_get(OUTCOMES, slot)?
-            .as_deref()
-            .and_then(decode_stored)
-        {
-            if sequence == request.sequence {
-                tracing::debug!(
-                    client = request.client_id,
-                    sequence,
-                    "retried request answered with its first outcome"
-                );
-                return Ok((first, at_ms));
-            }
+    effects.clock_ms = effects.clock_ms.max(request.proposed_at_ms);
+    let identified = request.client_id != 0;
+    if identified {
+        if let Some(first) = outcomes::lookup(batch, request.client_id, request.sequence)? {
+            tracing::debug!(
+                client = request.client_id,
+                sequence = request.sequence,
+                "retried request answered with its first outcome"
+            );
+            return Ok(first);
         }
     }
-    *members_changed |= matches!(request.op, Some(Op::MemberUpdate(_) | Op::MemberPublish(_)));
-    let outcome = execute(batch, request.op, lease_changes, nospace)?;
-    if let Some(slot) = &slot {
-        batch.aux_put(
-            OUTCOMES,
-            slot,
-            &encode_stored(request.sequence, at_ms, &outcome),
+    effects.members_changed |=
+        matches!(request.op, Some(Op::MemberUpdate(_) | Op::MemberPublish(_)));
+    let outcome = execute(batch, request.op, effects)?;
+    if identified {
+        outcomes::record(
+            batch,
+            request.client_id,
+            request.sequence,
+            effects.clock_ms,
+            &outcome,
         )?;
     }
-    Ok((outcome, at_ms))
+    Ok(outcome)
 }
 
 /// True for the operations refused while NOSPACE is raised: those that make
@@ -288,7 +263,8 @@ fn grows_store(op: &Op) -> bool {
         | Op::Alarm(_)
         | Op::MemberUpdate(_)
         | Op::MemberPublish(_)
-        | Op::LeaseCheckpoint(_) => false,
+        | Op::LeaseCheckpoint(_)
+        | Op::ForgetOutcomes(_) => false,
     }
 }
 
@@ -297,10 +273,10 @@ fn grows_store(op: &Op) -> bool {
 fn execute(
     batch: &mut Batch<'_>,
     op: Option<Op>,
-    lease_changes: &mut Vec<LeaseChange>,
-    nospace: &mut bool,
+    effects: &mut Effects,
 ) -> Result<Outcome, MvccError> {
-    if *nospace && op.as_ref().is_some_and(grows_store) {
+    let lease_changes = &mut effects.lease_changes;
+    if effects.nospace && op.as_ref().is_some_and(grows_store) {
         return Ok(Outcome::error(batch.current_revision(), &alarm::no_space()));
     }
     let result = match op {
@@ -352,8 +328,10 @@ fn execute(
             let found = members::publish(batch, member.id, member.name, member.client_urls)?;
             return Ok(member_outcome(batch, found));
         }
+        Some(Op::ForgetOutcomes(req)) => outcomes::forget(batch, &req, effects.clock_ms)
+            .map(|forgotten| outcome::Result::Forgotten(forgotten as u64)),
         Some(Op::Alarm(req)) => alarm::apply(batch, &req).and_then(|resp| {
-            *nospace = alarm::any_nospace(&alarm::list_in(batch)?);
+            effects.nospace = alarm::any_nospace(&alarm::list_in(batch)?);
             Ok(outcome::Result::Alarm(resp))
         }),
         None => {
@@ -385,19 +363,104 @@ fn member_outcome(batch: &Batch<'_>, found: bool) -> Outcome {
     }
 }
 
-/// Forgets outcomes recorded before `before_ms`.
-fn sweep_outcomes(batch: &mut Batch<'_>, before_ms: u64) -> Result<(), MvccError> {
-    let expired: Vec<Vec<u8>> = batch
-        .aux_scan(OUTCOMES)?
-        .into_iter()
-        .filter(|(_, stored)| decode_stored(stored).is_some_and(|(_, at_ms, _)| at_ms < before_ms))
-        .map(|(key, _)| key)
-        .collect();
-    for key in &expired {
-        batch.aux_delete(OUTCOMES, key)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicated::ForgetOutcomes;
+    use raftkv_proto::etcdserverpb as pb;
+
+    fn machine(dir: &tempfile::TempDir) -> KvStateMachine {
+        let store = Arc::new(
+            Store::open(raftkv_mvcc::Config::new(dir.path().join("kv.redb"))).expect("store"),
+        );
+        KvStateMachine::new(
+            store,
+            WatchHub::new(),
+            Arc::new(Lessor::default()),
+            MemberDirectory::new(1),
+            ClusterClock::new(0),
+        )
+        .expect("state machine")
     }
-    if !expired.is_empty() {
-        tracing::debug!(expired = expired.len(), "forgot expired request outcomes");
+
+    fn request(client_id: u64, proposed_at_ms: u64, op: Op) -> Vec<u8> {
+        ReplicatedRequest {
+            client_id,
+            sequence: 1,
+            proposed_at_ms,
+            op: Some(op),
+        }
+        .encode_to_vec()
     }
-    Ok(())
+
+    fn put(key: &str) -> Op {
+        Op::Put(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn apply(machine: &mut KvStateMachine, index: Index, payload: &[u8]) -> Outcome {
+        let committed = Committed {
+            index,
+            term: 1,
+            id: index,
+            payload,
+        };
+        machine
+            .apply(&[committed])
+            .expect("apply")
+            .pop()
+            .expect("one outcome")
+    }
+
+    /// A proposer whose reading of the cluster clock lags (it was down, say)
+    /// must not make its outcome look old: outcomes are aged from the
+    /// replicated clock at their apply.
+    #[test]
+    fn a_lagging_proposer_does_not_shorten_its_outcomes_life() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = machine(&dir);
+        let a = apply(&mut machine, 1, &request(1, 100_000, put("a")));
+        let b = apply(&mut machine, 2, &request(2, 50, put("b")));
+        assert_eq!(
+            machine.clock_ms, 100_000,
+            "the lagging stamp does not move it back"
+        );
+        let forget = request(
+            0,
+            104_000,
+            Op::ForgetOutcomes(ForgetOutcomes { ttl_ms: 5_000 }),
+        );
+        let forgot = apply(&mut machine, 3, &forget);
+        assert_eq!(forgot.result, Some(outcome::Result::Forgotten(0)));
+        // Both retries are still answered with their first outcomes.
+        assert_eq!(apply(&mut machine, 4, &request(2, 50, put("b"))), b);
+        assert_eq!(apply(&mut machine, 5, &request(1, 100_000, put("a"))), a);
+        let forget = request(
+            0,
+            106_000,
+            Op::ForgetOutcomes(ForgetOutcomes { ttl_ms: 5_000 }),
+        );
+        let forgot = apply(&mut machine, 6, &forget);
+        assert_eq!(forgot.result, Some(outcome::Result::Forgotten(2)));
+        let again = apply(&mut machine, 7, &request(2, 50, put("b")));
+        assert!(again.revision > b.revision, "forgotten: applied anew");
+    }
+
+    /// The replicated clock survives a restart, and this member's reading
+    /// of the cluster clock starts from it.
+    #[test]
+    fn the_replicated_clock_is_kept_with_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut machine = machine(&dir);
+            apply(&mut machine, 1, &request(0, 70_000, put("a")));
+            machine.persist().expect("persist");
+        }
+        let machine = machine(&dir);
+        assert_eq!(machine.clock_ms, 70_000);
+        assert!(machine.cluster_clock.now_ms() >= 70_000);
+    }
 }

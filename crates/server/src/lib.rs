@@ -7,8 +7,10 @@
 //!   it into a new data directory.
 //! - [`node`]: the driver thread that runs the Raft Ready loop over the
 //!   write-ahead log and the state machine.
-//! - [`kv_state`]: the replicated state machine over the MVCC store, with
-//!   the exactly-once table; [`replicated`] is what goes into the log.
+//! - [`kv_state`]: the replicated state machine over the MVCC store;
+//!   [`replicated`] is what goes into the log.
+//! - [`outcomes`]: the exactly-once table of recent outcomes per client,
+//!   aged by the replicated cluster clock.
 //! - [`grpc`]: etcd's v3 services; [`convert`] and [`status`] translate
 //!   messages and errors.
 //! - [`peer`]: Raft messages between members over gRPC.
@@ -37,6 +39,7 @@ pub mod lessor;
 pub mod members;
 pub mod metrics;
 pub mod node;
+pub mod outcomes;
 pub mod peer;
 pub mod replicated;
 pub mod server;

@@ -448,9 +448,10 @@ fn restore_raft(
     Ok(RawNode::new(options.raft.clone(), state)?)
 }
 
-/// Proposal ids are unique per member: the member id's low 16 bits, then a
-/// counter that starts from the clock so a restarted member does not reuse
-/// the ids of its previous life.
+/// Proposal ids: the member id's low 16 bits, then a counter that starts
+/// from the clock so a restarted member does not reuse the ids of its
+/// previous life. A clock set back, or two members alike in those bits,
+/// could still repeat an id; [`answer`] therefore also compares payloads.
 fn proposal_id_base(member: NodeId) -> u64 {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -484,7 +485,7 @@ struct Driver<SM: StateMachine, T> {
     wal: Wal,
     state_machine: SM,
     transport: T,
-    waiters: HashMap<u64, oneshot::Sender<Result<SM::Output, NodeError>>>,
+    waiters: HashMap<u64, Waiter<SM::Output>>,
     next_proposal_id: u64,
     /// Reads that arrived since the last read-index request.
     queued_reads: Vec<ReadReply>,
@@ -605,7 +606,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 self.next_proposal_id += 1;
                 match self.raw.propose(encode_proposal(id, &payload)) {
                     Ok(()) => {
-                        self.waiters.insert(id, reply);
+                        self.waiters.insert(id, Waiter { payload, reply });
                         let raft = self.raw.raft();
                         if raft.role == Role::Leader {
                             self.proposal_positions.insert(raft.log.last_index(), id);
@@ -868,17 +869,17 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         };
         let same = decode_proposal(&entry.data).is_some_and(|(committed, _)| committed == id);
         if !same {
-            if let Some(reply) = self.waiters.remove(&id) {
+            if let Some(waiter) = self.waiters.remove(&id) {
                 self.metrics.proposals_failed.inc();
-                let _ = reply.send(Err(NodeError::LeaderChanged));
+                let _ = waiter.reply.send(Err(NodeError::LeaderChanged));
             }
         }
         // Positions below the applied index can no longer be decided.
         let stale = self.proposal_positions.split_off(&entry.index);
         for (_, id) in std::mem::replace(&mut self.proposal_positions, stale) {
-            if let Some(reply) = self.waiters.remove(&id) {
+            if let Some(waiter) = self.waiters.remove(&id) {
                 self.metrics.proposals_failed.inc();
-                let _ = reply.send(Err(NodeError::LeaderChanged));
+                let _ = waiter.reply.send(Err(NodeError::LeaderChanged));
             }
         }
     }
@@ -1039,9 +1040,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             Ok(()) => NodeError::Stopped,
             Err(err) => err.clone(),
         };
-        for (_, reply) in self.waiters.drain() {
+        for (_, waiter) in self.waiters.drain() {
             self.metrics.proposals_failed.inc();
-            let _ = reply.send(Err(err.clone()));
+            let _ = waiter.reply.send(Err(err.clone()));
         }
         let reads = self
             .queued_reads
@@ -1066,14 +1067,24 @@ fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn answer<O>(
-    waiters: &mut HashMap<u64, oneshot::Sender<Result<O, NodeError>>>,
-    batch: &[Committed<'_>],
-    outputs: Vec<O>,
-) {
+/// A proposer waiting for its entry to be applied.
+struct Waiter<O> {
+    /// What it proposed: an entry with its id but another payload is not
+    /// its own (ids are unique only as far as wall clocks are trusted).
+    payload: Bytes,
+    reply: oneshot::Sender<Result<O, NodeError>>,
+}
+
+fn answer<O>(waiters: &mut HashMap<u64, Waiter<O>>, batch: &[Committed<'_>], outputs: Vec<O>) {
     for (committed, output) in batch.iter().zip(outputs) {
-        if let Some(reply) = waiters.remove(&committed.id) {
-            let _ = reply.send(Ok(output));
+        let ours = waiters
+            .get(&committed.id)
+            .is_some_and(|waiter| waiter.payload.as_ref() == committed.payload);
+        if !ours {
+            continue;
+        }
+        if let Some(waiter) = waiters.remove(&committed.id) {
+            let _ = waiter.reply.send(Ok(output));
         }
     }
 }

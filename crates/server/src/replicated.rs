@@ -18,14 +18,14 @@ pub struct ReplicatedRequest {
     /// The client's sequence number of this request.
     #[prost(uint64, tag = "2")]
     pub sequence: u64,
-    /// The proposer's clock when proposed (milliseconds since the epoch).
-    /// Outcomes expire by this clock, so every member expires the same ones.
+    /// The proposer's reading of the cluster clock, in milliseconds (see
+    /// [`crate::outcomes`]); not a wall-clock time.
     #[prost(uint64, tag = "3")]
     pub proposed_at_ms: u64,
     /// The operation.
     #[prost(
         oneof = "replicated_request::Op",
-        tags = "10, 11, 12, 13, 14, 15, 16, 30, 31, 32"
+        tags = "10, 11, 12, 13, 14, 15, 16, 30, 31, 32, 33"
     )]
     pub op: Option<replicated_request::Op>,
 }
@@ -67,7 +67,19 @@ pub mod replicated_request {
         /// The leader's record of leases' time left.
         #[prost(message, tag = "32")]
         LeaseCheckpoint(pb::LeaseCheckpointRequest),
+        /// The leader's order to forget expired outcomes.
+        #[prost(message, tag = "33")]
+        ForgetOutcomes(super::ForgetOutcomes),
     }
+}
+
+/// Forget the exactly-once outcomes older than a TTL by the replicated
+/// cluster clock (see [`crate::outcomes`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ForgetOutcomes {
+    /// The proposing leader's TTL, in milliseconds.
+    #[prost(uint64, tag = "1")]
+    pub ttl_ms: u64,
 }
 
 /// What applying a request yielded; also what the exactly-once table stores.
@@ -79,7 +91,7 @@ pub struct Outcome {
     /// The response or the error.
     #[prost(
         oneof = "outcome::Result",
-        tags = "10, 11, 12, 13, 14, 15, 16, 20, 30, 31"
+        tags = "10, 11, 12, 13, 14, 15, 16, 20, 30, 31, 32"
     )]
     pub result: Option<outcome::Result>,
 }
@@ -118,6 +130,9 @@ pub mod outcome {
         /// A lease checkpoint's response.
         #[prost(message, tag = "31")]
         LeaseCheckpoint(pb::LeaseCheckpointResponse),
+        /// How many outcomes a [`super::ForgetOutcomes`] forgot.
+        #[prost(uint64, tag = "32")]
+        Forgotten(u64),
         /// The request failed as etcd would answer it.
         #[prost(message, tag = "20")]
         Error(super::ErrorOutcome),
@@ -167,6 +182,7 @@ mod tests {
             replicated_request::Op::MemberPublish(Default::default()),
             replicated_request::Op::LeaseCheckpoint(Default::default()),
             replicated_request::Op::Alarm(Default::default()),
+            replicated_request::Op::ForgetOutcomes(Default::default()),
         ];
         for op in ops {
             let request = ReplicatedRequest {
@@ -188,6 +204,7 @@ mod tests {
             outcome::Result::MemberUpdate(Default::default()),
             outcome::Result::LeaseCheckpoint(Default::default()),
             outcome::Result::Alarm(Default::default()),
+            outcome::Result::Forgotten(0),
             outcome::Result::Error(Default::default()),
         ];
         for result in results {

@@ -26,6 +26,7 @@ use crate::lessor::Lessor;
 use crate::members::MemberDirectory;
 use crate::metrics::{served_methods, Metrics};
 use crate::node::{self, NodeHandle, NodeOptions};
+use crate::outcomes::ClusterClock;
 use crate::peer::dial::PeerDialer;
 use crate::peer::service::PeerService;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
@@ -80,9 +81,6 @@ fn min_lease_ttl_seconds(config: &ServerConfig) -> i64 {
     let election = config.tick * config.election_ticks;
     ((election.as_millis() as i64 * 3 / 2) + 999) / 1000
 }
-
-/// How long request outcomes are remembered for exactly-once retries.
-const OUTCOME_TTL: Duration = Duration::from_secs(600);
 
 /// A leader that stops first hands leadership to a caught-up follower, so
 /// the cluster does not sit out an election timeout without a leader.
@@ -188,12 +186,13 @@ pub async fn run(
     let lessor = Arc::new(Lessor::default());
     let members = MemberDirectory::new(config.member_id);
     members.seed(known_members.iter().cloned());
+    let cluster_clock = ClusterClock::new(0);
     let state_machine = KvStateMachine::new(
         store.clone(),
         hub.clone(),
         lessor.clone(),
         members.clone(),
-        OUTCOME_TTL.as_millis() as u64,
+        cluster_clock.clone(),
     )?;
 
     let mut raft = RaftConfig::new(config.member_id);
@@ -252,6 +251,7 @@ pub async fn run(
         max_learners: config.max_learners,
         leader_link: Arc::default(),
         peer_dialer,
+        cluster_clock: cluster_clock.clone(),
         quota_backend_bytes: config.quota_backend_bytes,
         watch_progress_interval: config.watch_progress_interval,
         own_attributes: (config.name.clone(), config.advertise_client_urls.clone()),
@@ -263,6 +263,11 @@ pub async fn run(
         config.lease_checkpoint_interval,
     ));
     let compactor = tokio::spawn(crate::compactor::run(ctx.clone(), config.auto_compaction));
+    let outcome_expiry = tokio::spawn(crate::outcomes::run_expiry(
+        ctx.clone(),
+        cluster_clock,
+        config.request_outcome_ttl,
+    ));
     let publish = tokio::spawn(publish_self(
         ctx.clone(),
         config.name.clone(),
@@ -295,6 +300,7 @@ pub async fn run(
     expiry.abort();
     publish.abort();
     compactor.abort();
+    outcome_expiry.abort();
     quota_monitor.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
     peer_listener.abort();

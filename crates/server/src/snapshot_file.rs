@@ -186,7 +186,11 @@ pub fn restore(
         ))?;
         let file = std::fs::File::open(snapshot).map_err(io_at(snapshot))?;
         let meta = store.install_snapshot(io::BufReader::new(file).take(image_bytes))?;
-        store.rebase_for_new_cluster(&[crate::alarm::ALARMS, crate::kv_state::OUTCOMES])?;
+        store.rebase_for_new_cluster(&[
+            crate::alarm::ALARMS,
+            crate::outcomes::OUTCOMES,
+            crate::outcomes::CLOCK,
+        ])?;
         store.close()?;
         meta
     };

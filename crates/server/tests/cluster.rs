@@ -672,3 +672,43 @@ fn a_write_retried_after_the_leader_died_before_answering_is_applied_once() {
         }
     }
 }
+
+/// `--request-outcome-ttl` bounds how long a retry is recognised: within it
+/// a retry gets the first outcome, after it the same request id is a new
+/// write. The leader forgets outcomes through the log, so a restarted
+/// member agrees.
+#[test]
+fn outcomes_are_forgotten_after_the_request_outcome_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = common::start(dir.path(), port, &["--request-outcome-ttl", "1s"]);
+    let rt = runtime();
+    let put = |sequence: u64| {
+        rt.block_on(async {
+            let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .expect("connect");
+            kv.put(put_with_id("ttl", "v", sequence))
+                .await
+                .expect("put")
+                .into_inner()
+                .header
+                .expect("header")
+                .revision
+        })
+    };
+    let first = put(1);
+    assert_eq!(
+        put(1),
+        first,
+        "a retry within the TTL is answered, not applied"
+    );
+    // The TTL, then at most a check interval (a quarter of it), then margin.
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = put(1);
+    assert!(
+        again > first,
+        "after the TTL the same request id is applied anew ({again} vs {first})"
+    );
+    server.stop();
+}

@@ -127,6 +127,8 @@ pub struct ServiceContext {
     /// A connection to the leader, for the requests only the leader can
     /// answer (lease keep-alives, time-to-live, promotions).
     pub leader_link: Arc<std::sync::Mutex<Option<(u64, tonic::transport::Channel)>>>,
+    /// This member's reading of the cluster clock, stamped on proposals.
+    pub cluster_clock: Arc<crate::outcomes::ClusterClock>,
     /// Opens connections to peers (the leader, for hand-overs).
     pub peer_dialer: crate::peer::dial::PeerDialer,
     /// Store file size at which writes are refused and NOSPACE raised.
@@ -173,9 +175,7 @@ impl ServiceContext {
         let request = crate::replicated::ReplicatedRequest {
             client_id,
             sequence,
-            proposed_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            proposed_at_ms: self.cluster_clock.now_ms(),
             op: Some(op),
         };
         let payload = bytes::Bytes::from(request.encode_to_vec());
