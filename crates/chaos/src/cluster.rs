@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     pub election_ms: u64,
     /// More flags for every member.
     pub extra_flags: Vec<String>,
+    /// Run every member under libfaketime so its wall clock can be stepped
+    /// (see [`crate::clock`]); starting fails if it is not installed.
+    pub fake_clocks: bool,
 }
 
 impl ClusterConfig {
@@ -51,6 +54,7 @@ impl ClusterConfig {
             heartbeat_ms: 100,
             election_ms: 1000,
             extra_flags: Vec::new(),
+            fake_clocks: false,
         }
     }
 }
@@ -67,6 +71,8 @@ struct Member {
     log: PathBuf,
     /// Environment of its next start (storage faults).
     env: Vec<(String, String)>,
+    /// The file its wall-clock offset is read from, when clocks are faked.
+    clock_file: PathBuf,
     process: Option<ServerProcess>,
     /// Its member id, once a status answer told it.
     member_id: Option<u64>,
@@ -80,6 +86,8 @@ pub struct Cluster {
     network: Arc<Network>,
     initial_cluster: String,
     token: String,
+    /// libfaketime, when the members' clocks are faked.
+    faketime: Option<PathBuf>,
 }
 
 /// Longest a status query to one member may take.
@@ -98,6 +106,13 @@ impl Cluster {
             .prefix("raftkv-chaos-")
             .tempdir()
             .map_err(|e| HarnessError::io(Path::new("tempdir"), e))?;
+        let faketime = if config.fake_clocks {
+            Some(crate::clock::library().ok_or_else(|| {
+                HarnessError::Setup("clock jumps need libfaketime (Debian package faketime)".into())
+            })?)
+        } else {
+            None
+        };
         let nonce = 1 + (crate::entropy() % 250) as u8;
         let network = Arc::new(Network::default());
         let ips: Vec<Ipv4Addr> = (0..config.size)
@@ -141,6 +156,7 @@ impl Cluster {
             members.push(Member {
                 data_dir: dir.path().join(format!("{name}.data")),
                 log: dir.path().join(format!("{name}.log")),
+                clock_file: dir.path().join(format!("{name}.clock")),
                 name,
                 ip: *ip,
                 client_port,
@@ -164,8 +180,12 @@ impl Cluster {
             network,
             initial_cluster,
             token: format!("chaos-{nonce}"),
+            faketime,
         };
         for i in 0..cluster.members.len() {
+            if cluster.faketime.is_some() {
+                cluster.set_clock_offset(i, 0)?;
+            }
             cluster.spawn(i)?;
         }
         cluster
@@ -256,10 +276,14 @@ impl Cluster {
                 m.name
             )));
         }
+        let mut env = m.env.clone();
+        if let Some(library) = &self.faketime {
+            env.extend(crate::clock::environment(library, &m.clock_file));
+        }
         m.process = Some(ServerProcess::spawn(
             self.config.server.binary(),
             &args,
-            &m.env,
+            &env,
             &m.log,
         )?);
         Ok(())
@@ -334,6 +358,22 @@ impl Cluster {
     /// faults); empty for none.
     pub fn set_env(&mut self, i: usize, env: Vec<(String, String)>) {
         self.members[i].env = env;
+    }
+
+    /// Whether members' wall clocks can be stepped.
+    pub fn fake_clocks(&self) -> bool {
+        self.faketime.is_some()
+    }
+
+    /// Steps member `i`'s wall clock to `seconds` from the real time (it
+    /// takes effect within a second); an error if clocks are not faked.
+    pub fn set_clock_offset(&mut self, i: usize, seconds: i64) -> Result<(), HarnessError> {
+        if self.faketime.is_none() {
+            return Err(HarnessError::Setup(
+                "this cluster's clocks are not faked (ClusterConfig::fake_clocks)".into(),
+            ));
+        }
+        crate::clock::set_offset(&self.members[i].clock_file, seconds)
     }
 
     /// SIGSTOP to member `i`.

@@ -46,11 +46,14 @@ pub enum FaultKind {
     /// The answers from the leader to clients lost (clients time out and
     /// retry elsewhere).
     ClientAnswersLost,
+    /// The leader's wall clock stepped a day ahead and a follower's three
+    /// hours back; both stepped back to the true time when healed.
+    ClockJumps,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillMajority,
@@ -65,6 +68,7 @@ impl FaultKind {
         FaultKind::SlowFsync,
         FaultKind::FailingFsync,
         FaultKind::ClientAnswersLost,
+        FaultKind::ClockJumps,
     ];
 
     /// The kinds that need per-link cuts, which only members binding their
@@ -79,6 +83,12 @@ impl FaultKind {
                 | FaultKind::OneWayToLeader
                 | FaultKind::SlowNetwork
         )
+    }
+
+    /// The kinds that need members under libfaketime
+    /// ([`crate::ClusterConfig::fake_clocks`]).
+    pub fn needs_fake_clock(self) -> bool {
+        matches!(self, FaultKind::ClockJumps)
     }
 
     /// The kinds that need raftkv's storage fault injection.
@@ -204,6 +214,12 @@ impl Fault {
                 cluster.set_client_link(leader, LinkMode::Pass, LinkMode::Cut);
                 vec![leader]
             }
+            FaultKind::ClockJumps => {
+                // Further than the exactly-once TTL and any lease, both ways.
+                cluster.set_clock_offset(leader, 86_400)?;
+                cluster.set_clock_offset(follower, -10_800)?;
+                vec![leader, follower]
+            }
         };
         Ok(Self { kind, targets })
     }
@@ -217,6 +233,9 @@ impl Fault {
             if self.kind.needs_fault_injection() {
                 cluster.kill(i);
                 cluster.set_env(i, Vec::new());
+            }
+            if self.kind.needs_fake_clock() {
+                cluster.set_clock_offset(i, 0)?;
             }
             if !cluster.is_running(i) {
                 cluster.restart(i)?;

@@ -1,13 +1,15 @@
 //! The chaos harness: real server processes on loopback, faults injected
 //! from outside (signals, a TCP proxy on every link, storage faults at
-//! start), concurrent clients whose every operation is recorded, and the
+//! start, wall-clock jumps), concurrent clients whose every operation is recorded, and the
 //! checks that decide whether anything went wrong.
 //!
 //! - [`proxy`]: the per-link network; [`process`]: processes and signals;
 //!   [`cluster`]: a cluster of either raftkv or etcd behind the proxies.
-//! - [`faults`]: the fault kinds and how each is undone.
+//! - [`faults`]: the fault kinds and how each is undone; [`clock`]: wall-clock
+//!   jumps through libfaketime.
 //! - [`workload`]: recording clients (registers and lists);
-//!   [`watches`]: recording watchers and the watch guarantees.
+//!   [`watches`]: recording watchers and the watch guarantees;
+//!   [`leases`]: a lease probe (no early expiry, no endless lease).
 //! - [`run`]: a whole run and its report; [`cases`]: the seven
 //!   leader-failure cases of the project's seed, staged on real servers.
 //!
@@ -16,9 +18,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cases;
+pub mod clock;
 pub mod cluster;
 pub mod error;
 pub mod faults;
+pub mod leases;
 pub mod process;
 pub mod proxy;
 pub mod run;

@@ -20,8 +20,12 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::error::HarnessError;
 use crate::faults::{Fault, FaultKind};
+use crate::leases::{LeaseProbe, LeaseReport};
 use crate::watches::{self, WatchPlan};
 use crate::workload::{split_list, Recorder, Worker, WorkloadConfig};
+
+/// Keys of the lease probe.
+const LEASE_PREFIX: &str = "chaos-lease/";
 
 /// How a run goes.
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Time allowed to the linearizability check.
     pub check_budget: Duration,
+    /// Run the lease probe beside the workload.
+    pub leases: bool,
 }
 
 impl RunConfig {
@@ -59,6 +65,7 @@ impl RunConfig {
             fault_length: Duration::from_secs(3),
             seed: crate::entropy(),
             check_budget: Duration::from_secs(60),
+            leases: true,
         }
     }
 }
@@ -88,6 +95,10 @@ pub struct RunReport {
     pub watch_violations: Vec<String>,
     /// Watch events received.
     pub watch_events: usize,
+    /// Broken lease promises.
+    pub lease_violations: Vec<String>,
+    /// Keep-alives of the lease probe the cluster acknowledged.
+    pub lease_keepalives: usize,
 }
 
 impl RunReport {
@@ -98,6 +109,7 @@ impl RunReport {
             && self.duplicated_writes.is_empty()
             && self.divergence.is_empty()
             && self.watch_violations.is_empty()
+            && self.lease_violations.is_empty()
     }
 
     /// Operations in all.
@@ -115,14 +127,16 @@ impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} run (seed {}): {} operations {:?}, {} faults {:?}, {} watch events",
+            "{} run (seed {}): {} operations {:?}, {} faults {:?}, {} watch events, \
+             {} lease keep-alives",
             self.server,
             self.seed,
             self.total_operations(),
             self.operations,
             self.total_faults(),
             self.faults,
-            self.watch_events
+            self.watch_events,
+            self.lease_keepalives
         )?;
         writeln!(f, "linearizability: {:?}", self.verdict)?;
         for (title, items) in [
@@ -131,6 +145,7 @@ impl fmt::Display for RunReport {
             ("duplicated write", &self.duplicated_writes),
             ("divergence", &self.divergence),
             ("watch", &self.watch_violations),
+            ("lease", &self.lease_violations),
         ] {
             for item in items.iter().take(10) {
                 writeln!(f, "{title}: {item}")?;
@@ -146,9 +161,17 @@ impl fmt::Display for RunReport {
 /// Runs the whole thing; `save_history` names a file for the history (JSON
 /// Lines, for `raftkvctl check`).
 pub async fn run(
-    config: RunConfig,
+    mut config: RunConfig,
     save_history: Option<&Path>,
 ) -> Result<RunReport, HarnessError> {
+    if config.faults.iter().any(|kind| kind.needs_fake_clock()) && !config.cluster.fake_clocks {
+        if crate::clock::library().is_some() || crate::clock::required() {
+            config.cluster.fake_clocks = true;
+        } else {
+            tracing::warn!("libfaketime is not installed: no clock jumps in this run");
+            config.faults.retain(|kind| !kind.needs_fake_clock());
+        }
+    }
     let mut cluster = Cluster::start(config.cluster.clone()).await?;
     let result = run_on(&mut cluster, &config, save_history).await;
     cluster.stop_all(Duration::from_secs(5));
@@ -168,6 +191,16 @@ pub async fn run_on(
 
     let watch_plan = WatchPlan::new(&config.workload.prefix, config.watchers);
     let watch_streams = watch_plan.start(&endpoints, deadline, config.seed);
+    let lease_probe = if config.leases {
+        // Outside the workload's prefix, so the watchers' checks and the
+        // registers do not see the probe's keys.
+        Some(
+            LeaseProbe::start(endpoints.clone(), LEASE_PREFIX, deadline)
+                .map_err(|e| HarnessError::Setup(e.to_string()))?,
+        )
+    } else {
+        None
+    };
 
     let mut workers = Vec::new();
     for id in 0..config.workload.workers as u64 {
@@ -223,6 +256,10 @@ pub async fn run_on(
         .wait_for_leader(Duration::from_secs(30))
         .await
         .map_err(|e| cluster.with_logs(e))?;
+    let leases = match lease_probe {
+        Some(probe) => probe.finish().await,
+        None => LeaseReport::default(),
+    };
     // The last word on every key, through the same clients.
     if let Some(worker) = finished.first() {
         worker.read_everything().await;
@@ -284,6 +321,8 @@ pub async fn run_on(
         divergence,
         watch_violations,
         watch_events,
+        lease_violations: leases.violations,
+        lease_keepalives: leases.keepalives,
     })
 }
 
