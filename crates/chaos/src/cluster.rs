@@ -73,6 +73,8 @@ struct Member {
     env: Vec<(String, String)>,
     /// The file its wall-clock offset is read from, when clocks are faked.
     clock_file: PathBuf,
+    /// The file its storage faults are read from, while it runs.
+    fault_file: PathBuf,
     process: Option<ServerProcess>,
     /// Its member id, once a status answer told it.
     member_id: Option<u64>,
@@ -157,6 +159,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("{name}.data")),
                 log: dir.path().join(format!("{name}.log")),
                 clock_file: dir.path().join(format!("{name}.clock")),
+                fault_file: dir.path().join(format!("{name}.faults")),
                 name,
                 ip: *ip,
                 client_port,
@@ -233,10 +236,13 @@ impl Cluster {
 
     /// Whether member `i` runs (paused or not).
     pub fn is_running(&mut self, i: usize) -> bool {
-        match self.members[i].process.as_mut() {
-            Some(process) => process.exited().is_none(),
-            None => false,
-        }
+        self.members[i].process.is_some() && self.exit_status(i).is_none()
+    }
+
+    /// How member `i`'s process ended, if it has ended by itself (a member
+    /// the harness killed has no process left to ask).
+    pub fn exit_status(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.members[i].process.as_mut()?.exited()
     }
 
     /// Whether member `i` is paused.
@@ -277,6 +283,10 @@ impl Cluster {
             )));
         }
         let mut env = m.env.clone();
+        env.push((
+            "RAFTKV_FAULT_FILE".into(),
+            m.fault_file.display().to_string(),
+        ));
         if let Some(library) = &self.faketime {
             env.extend(crate::clock::environment(library, &m.clock_file));
         }
@@ -354,10 +364,19 @@ impl Cluster {
         self.spawn(i)
     }
 
-    /// Sets the environment of member `i`'s next start (e.g. storage
-    /// faults); empty for none.
+    /// Sets the environment of member `i`'s next start; empty for none.
     pub fn set_env(&mut self, i: usize, env: Vec<(String, String)>) {
         self.members[i].env = env;
+    }
+
+    /// Switches storage faults in member `i` while it runs (raftkv's
+    /// `fault-injection` build reads the file within 100 ms): lines
+    /// `sync_delay_ms=N`, `sync_fail_after=N`; empty for none.
+    pub fn set_storage_faults(&mut self, i: usize, settings: &str) -> Result<(), HarnessError> {
+        let path = &self.members[i].fault_file;
+        let staging = path.with_extension("new");
+        std::fs::write(&staging, settings).map_err(|e| HarnessError::io(&staging, e))?;
+        std::fs::rename(&staging, path).map_err(|e| HarnessError::io(path, e))
     }
 
     /// Whether members' wall clocks can be stepped.

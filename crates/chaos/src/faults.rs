@@ -38,10 +38,10 @@ pub enum FaultKind {
     OneWayToLeader,
     /// Every link between members 150 ms slow.
     SlowNetwork,
-    /// A follower restarted with every fsync slowed by 100 ms.
+    /// Every fsync of a running follower slowed by 100 ms.
     SlowFsync,
-    /// The leader restarted so that its fsyncs fail after a few more; it
-    /// must stop without acknowledging what it could not make durable.
+    /// The running leader's fsyncs fail after a few more; it must stop
+    /// without acknowledging what it could not make durable.
     FailingFsync,
     /// The answers from the leader to clients lost (clients time out and
     /// retry elsewhere).
@@ -193,21 +193,11 @@ impl Fault {
                 (0..size).collect()
             }
             FaultKind::SlowFsync => {
-                cluster.kill(follower);
-                cluster.set_env(
-                    follower,
-                    vec![("RAFTKV_FAULT_SYNC_DELAY_MS".into(), "100".into())],
-                );
-                cluster.restart(follower)?;
+                cluster.set_storage_faults(follower, "sync_delay_ms=100")?;
                 vec![follower]
             }
             FaultKind::FailingFsync => {
-                cluster.kill(leader);
-                cluster.set_env(
-                    leader,
-                    vec![("RAFTKV_FAULT_SYNC_FAIL_AFTER".into(), "40".into())],
-                );
-                cluster.restart(leader)?;
+                cluster.set_storage_faults(leader, "sync_fail_after=40")?;
                 vec![leader]
             }
             FaultKind::ClientAnswersLost => {
@@ -231,8 +221,7 @@ impl Fault {
         for &i in &self.targets {
             cluster.resume(i)?;
             if self.kind.needs_fault_injection() {
-                cluster.kill(i);
-                cluster.set_env(i, Vec::new());
+                cluster.set_storage_faults(i, "")?;
             }
             if self.kind.needs_fake_clock() {
                 cluster.set_clock_offset(i, 0)?;

@@ -1,6 +1,6 @@
 //! Chaos runs on real raftkv processes: every fault kind in one short run
-//! (on every CI run), a 5-member cluster split and isolated, and on demand
-//! long runs:
+//! (on every CI run), a 5-member cluster split and isolated, a member whose
+//! fsync fails, and on demand long runs:
 //!
 //! ```sh
 //! RAFTKV_CHAOS_RUNS=50 RAFTKV_CHAOS_SECONDS=60 \
@@ -122,4 +122,69 @@ async fn long_runs() {
          {violations} linearizability violations, {lost} lost writes, failed seeds {failed:?}"
     );
     assert!(failed.is_empty(), "failed runs: {failed:?}");
+}
+
+/// A member whose fsync fails stops with exit status 1 instead of serving
+/// on: the write it could not make durable is not acknowledged through it,
+/// and the other members go on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_fsync_fails_stops_without_acknowledging() {
+    use raftkv_ctl::client::{request, Client, ClientConfig, Target};
+    use raftkv_proto::etcdserverpb as pb;
+    use raftkv_proto::etcdserverpb::kv_client::KvClient;
+
+    init_logs();
+    let mut cluster = raftkv_chaos::Cluster::start(ClusterConfig::new(3, raftkv()))
+        .await
+        .expect("cluster");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    cluster
+        .set_storage_faults(leader, "sync_fail_after=0")
+        .expect("faults");
+    // The member reads the file at its next sync, at most 100 ms apart.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let put = |endpoint: String| async move {
+        let client = Client::new(ClientConfig {
+            endpoints: vec![endpoint],
+            command_timeout: Duration::from_secs(3),
+            ..ClientConfig::default()
+        })
+        .expect("client");
+        let id = Some(client.next_request_id());
+        client
+            .unary(Target::Any, id, |channel, id| async move {
+                let put = pb::PutRequest {
+                    key: b"fsync/k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                };
+                KvClient::new(channel).put(request(put, id)).await
+            })
+            .await
+    };
+    let through_leader = put(cluster.client_endpoint(leader)).await;
+    assert!(
+        through_leader.is_err(),
+        "a member whose fsync failed acknowledged a write: {through_leader:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = cluster.exit_status(leader) {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the member whose fsync failed is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(1), "{status}");
+    let other = (leader + 1) % cluster.size();
+    put(cluster.client_endpoint(other))
+        .await
+        .expect("the others serve on");
+    cluster.stop_all(Duration::from_secs(5));
 }
