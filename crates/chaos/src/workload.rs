@@ -238,12 +238,9 @@ impl Worker {
         });
     }
 
+    /// A read of `key` as the workload reads (serializable if configured).
     fn range_request(&self, key: &str) -> pb::RangeRequest {
-        pb::RangeRequest {
-            key: key.as_bytes().to_vec(),
-            serializable: self.config.serializable_reads,
-            ..Default::default()
-        }
+        range_of(key, self.config.serializable_reads)
     }
 
     /// A value read outside the history (to choose a CAS's expectation).
@@ -369,11 +366,7 @@ impl Worker {
         let input = Input::Append {
             value: value.clone(),
         };
-        let Ok(first) = self
-            .client
-            .range(self.range_request_linearizable(key))
-            .await
-        else {
+        let Ok(first) = self.client.range(range_of(key, false)).await else {
             self.finish(key, input, invoke, Outcome::Fail);
             return;
         };
@@ -398,9 +391,7 @@ impl Worker {
                 }],
                 success: vec![put_op(key, &list)],
                 failure: vec![pb::RequestOp {
-                    request: Some(pb::request_op::Request::RequestRange(
-                        self.range_request_linearizable(key),
-                    )),
+                    request: Some(pb::request_op::Request::RequestRange(range_of(key, false))),
                 }],
             };
             match self.txn(txn).await {
@@ -427,13 +418,6 @@ impl Worker {
         }
         // Every attempt's compare failed: nothing was written.
         self.finish(key, input, invoke, Outcome::Fail);
-    }
-
-    fn range_request_linearizable(&self, key: &str) -> pb::RangeRequest {
-        pb::RangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        }
     }
 
     /// A recorded read of a whole list.
@@ -481,6 +465,15 @@ fn put_op(key: &str, value: &str) -> pb::RequestOp {
             value: value.as_bytes().to_vec(),
             ..Default::default()
         })),
+    }
+}
+
+/// A range request for `key` alone.
+fn range_of(key: &str, serializable: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.as_bytes().to_vec(),
+        serializable,
+        ..Default::default()
     }
 }
 
