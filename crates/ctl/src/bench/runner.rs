@@ -8,6 +8,7 @@
 //! passed, so the run ends by itself. With `--rate`, operation `n` is not
 //! sent before `start + n / rate`.
 
+use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use raftkv_proto::etcdserverpb as pb;
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -142,16 +144,30 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
     for i in 0..load.conns {
         channels.push(connect(&endpoints[i % endpoints.len()], plan.dial_timeout).await?);
     }
-    let workers = start_workers(plan, &channels).await?;
+    let mut workers = start_workers(plan, &channels).await?;
+    let keys = KeySpace::new(
+        load.key_size,
+        load.key_space,
+        load.sequential_keys,
+        load.val_size,
+    );
+    if plan.settings.kind == Kind::TxnPut {
+        let revisions = key_revisions(channels[0].clone(), &keys)
+            .await
+            .map_err(|e| {
+                CtlError::failed(format!(
+                    "reading the key space's revisions: code = {} desc = {}",
+                    e.code, e.message
+                ))
+            })?;
+        for worker in &mut workers {
+            worker.learn_revisions(&keys, &revisions);
+        }
+    }
 
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        keys: KeySpace::new(
-            load.key_size,
-            load.key_space,
-            load.sequential_keys,
-            load.val_size,
-        ),
+        keys,
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
         total: plan.total,
@@ -242,6 +258,44 @@ async fn drive(mut worker: Worker, shared: Arc<Shared>) -> (Worker, Recorder) {
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
     (worker, recorder)
+}
+
+/// The mod revision of every key of the key space that exists, read in
+/// pages (keys only) before a txn-put run, so that its compares test
+/// concurrent writers rather than what the run has not read yet.
+async fn key_revisions(channel: Channel, keys: &KeySpace) -> Result<HashMap<u64, i64>, OpError> {
+    const PAGE: i64 = 10_000;
+    let mut kv = KvClient::new(channel);
+    let mut revisions = HashMap::new();
+    let mut from = keys.key(0);
+    let end = keys
+        .key(keys.size.saturating_sub(1))
+        .into_iter()
+        .chain(std::iter::once(0))
+        .collect::<Vec<u8>>();
+    loop {
+        let page = kv
+            .range(pb::RangeRequest {
+                key: from.clone(),
+                range_end: end.clone(),
+                limit: PAGE,
+                keys_only: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for found in &page.kvs {
+            if let Some(index) = keys.index_of(&found.key) {
+                revisions.insert(index, found.mod_revision);
+            }
+        }
+        match page.kvs.last() {
+            Some(last) if page.more => {
+                from = last.key.iter().copied().chain(std::iter::once(0)).collect();
+            }
+            _ => return Ok(revisions),
+        }
+    }
 }
 
 async fn start_workers(plan: &Plan, channels: &[Channel]) -> Result<Vec<Worker>, CtlError> {

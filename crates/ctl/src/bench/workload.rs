@@ -115,6 +115,15 @@ impl KeySpace {
         }
     }
 
+    /// The index of `key` if it is one of this key space's keys.
+    pub fn index_of(&self, key: &[u8]) -> Option<u64> {
+        if key.len() != self.width {
+            return None;
+        }
+        let index: u64 = std::str::from_utf8(key).ok()?.parse().ok()?;
+        (index < self.size).then_some(index)
+    }
+
     /// The next key index for a worker: in order, or at random.
     pub fn pick(&self, rng: &mut SmallRng) -> u64 {
         if self.sequential {
@@ -176,8 +185,8 @@ impl From<Status> for OpError {
 /// What a successful operation reports besides its latency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// A txn-put whose compare failed (another writer, or a revision this
-    /// client had not learnt yet); the key's revision is learnt from it.
+    /// A txn-put whose compare failed (another writer changed the key since
+    /// this client learnt its revision); the revision is learnt from it.
     pub conflict: bool,
 }
 
@@ -232,6 +241,19 @@ impl Worker {
             _ => {}
         }
         Ok(worker)
+    }
+
+    /// txn-put: takes the mod revisions of the keys it owns from
+    /// `revisions` (key index to mod revision, read before the timed run),
+    /// so that keys written earlier do not fail their first compare.
+    pub fn learn_revisions(&mut self, keys: &KeySpace, revisions: &HashMap<u64, i64>) {
+        let (worker, workers) = (self.index, self.settings.clients);
+        self.revisions.extend(
+            revisions
+                .iter()
+                .filter(|(index, _)| keys.owned(**index, worker, workers) == **index)
+                .map(|(index, revision)| (*index, *revision)),
+        );
     }
 
     /// Runs one operation of the workload.
@@ -462,6 +484,14 @@ mod tests {
         assert_eq!(keys.key(42), b"00042".to_vec());
         assert!(keys.key(9) < keys.key(10));
         assert_eq!(keys.value, b"vvv".to_vec());
+        assert_eq!(keys.index_of(b"00042"), Some(42));
+        assert_eq!(keys.index_of(b"0042"), None, "another width");
+        assert_eq!(keys.index_of(b"bench"), None);
+        assert_eq!(
+            KeySpace::new(4, 50, false, 3).index_of(b"0077"),
+            None,
+            "outside"
+        );
     }
 
     #[test]
