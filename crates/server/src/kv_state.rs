@@ -14,7 +14,7 @@ use crate::lease_checkpoint;
 use crate::lessor::Lessor;
 use crate::members::{self, MemberDirectory};
 use crate::node::{Committed, StateMachine};
-use crate::outcomes::{self, ClusterClock};
+use crate::outcomes::{self, ClusterClock, Seen};
 use crate::replicated::{outcome, replicated_request::Op, Outcome, ReplicatedRequest};
 use crate::status;
 use crate::watch::WatchHub;
@@ -224,13 +224,27 @@ fn apply_one(
     effects.clock_ms = effects.clock_ms.max(request.proposed_at_ms);
     let identified = request.client_id != 0;
     if identified {
-        if let Some(first) = outcomes::lookup(batch, request.client_id, request.sequence)? {
-            tracing::debug!(
-                client = request.client_id,
-                sequence = request.sequence,
-                "retried request answered with its first outcome"
-            );
-            return Ok(first);
+        match outcomes::lookup(batch, request.client_id, request.sequence)? {
+            Seen::New => {}
+            Seen::Applied(first) => {
+                tracing::debug!(
+                    client = request.client_id,
+                    sequence = request.sequence,
+                    "retried request answered with its first outcome"
+                );
+                return Ok(first);
+            }
+            Seen::Superseded => {
+                tracing::debug!(
+                    client = request.client_id,
+                    sequence = request.sequence,
+                    "refused a request older than the client's remembered ones"
+                );
+                return Ok(Outcome::error(
+                    batch.current_revision(),
+                    &status::request_superseded(),
+                ));
+            }
         }
     }
     effects.members_changed |=
@@ -447,6 +461,37 @@ mod tests {
         assert_eq!(forgot.result, Some(outcome::Result::Forgotten(2)));
         let again = apply(&mut machine, 7, &request(2, 50, put("b")));
         assert!(again.revision > b.revision, "forgotten: applied anew");
+    }
+
+    /// A copy of a request that arrives after 64 later requests of its
+    /// client (a delayed duplicate) is refused, not applied again: its slot
+    /// no longer tells whether it was applied.
+    #[test]
+    fn a_request_older_than_the_remembered_ones_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = machine(&dir);
+        let with_sequence = |sequence: u64, key: &str| {
+            ReplicatedRequest {
+                client_id: 9,
+                sequence,
+                proposed_at_ms: 1,
+                op: Some(put(key)),
+            }
+            .encode_to_vec()
+        };
+        let first = apply(&mut machine, 1, &with_sequence(1, "old"));
+        let later = apply(&mut machine, 2, &with_sequence(65, "new"));
+        assert!(later.revision > first.revision);
+        let late_copy = apply(&mut machine, 3, &with_sequence(1, "old"));
+        assert_eq!(late_copy.revision, later.revision, "nothing applied");
+        assert!(
+            matches!(&late_copy.result, Some(outcome::Result::Error(e))
+                if e.code == tonic::Code::FailedPrecondition as i32),
+            "{late_copy:?}"
+        );
+        // A new sequence in the same slot is applied as usual.
+        let next = apply(&mut machine, 4, &with_sequence(129, "next"));
+        assert!(next.revision > later.revision);
     }
 
     /// The replicated clock survives a restart, and this member's reading

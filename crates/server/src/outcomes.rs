@@ -124,19 +124,31 @@ fn decode(bytes: &[u8]) -> Option<(u64, u64, Outcome)> {
     Some((sequence, at_ms, outcome))
 }
 
-/// The first outcome of the request `sequence` of `client_id`, if it is
-/// still remembered.
-pub fn lookup(
-    batch: &Batch<'_>,
-    client_id: u64,
-    sequence: u64,
-) -> Result<Option<Outcome>, MvccError> {
-    Ok(batch
+/// What the table knows of a request.
+#[derive(Debug, PartialEq)]
+pub enum Seen {
+    /// Not applied yet, as far as the table can tell.
+    New,
+    /// Applied, with this first outcome.
+    Applied(Outcome),
+    /// Its slot holds a later request of the same client: it is at least
+    /// [`OUTCOMES_PER_CLIENT`] requests old, and whether it was applied is
+    /// no longer known. Such a request (a copy the network delivered late,
+    /// say) must not be applied.
+    Superseded,
+}
+
+/// What the table knows of the request `sequence` of `client_id`.
+pub fn lookup(batch: &Batch<'_>, client_id: u64, sequence: u64) -> Result<Seen, MvccError> {
+    let stored = batch
         .aux_get(OUTCOMES, &slot(client_id, sequence))?
         .as_deref()
-        .and_then(decode)
-        .filter(|(stored, _, _)| *stored == sequence)
-        .map(|(_, _, outcome)| outcome))
+        .and_then(decode);
+    Ok(match stored {
+        Some((stored, _, outcome)) if stored == sequence => Seen::Applied(outcome),
+        Some((stored, _, _)) if stored > sequence => Seen::Superseded,
+        _ => Seen::New,
+    })
 }
 
 /// Remembers a request's outcome, applied when the replicated clock read
@@ -266,9 +278,10 @@ mod tests {
                 // Sequence 65 shares sequence 1's slot and replaces it.
                 record(batch, 8, 65, 1_000, &put_outcome(4))?;
                 store_clock(batch, 5_000)?;
-                assert_eq!(lookup(batch, 7, 1)?, Some(put_outcome(2)));
-                assert_eq!(lookup(batch, 7, 3)?, None);
-                assert_eq!(lookup(batch, 8, 1)?, None, "another sequence in the slot");
+                assert_eq!(lookup(batch, 7, 1)?, Seen::Applied(put_outcome(2)));
+                assert_eq!(lookup(batch, 7, 3)?, Seen::New);
+                assert_eq!(lookup(batch, 8, 1)?, Seen::Superseded, "65 took its slot");
+                assert_eq!(lookup(batch, 8, 129)?, Seen::New, "after 65 in the slot");
                 Ok(())
             })
             .expect("apply");
@@ -279,8 +292,8 @@ mod tests {
                 assert!(batch.begin_entry(2, 1));
                 let forgotten = forget(batch, &ForgetOutcomes { ttl_ms: 3_000 }, 5_000)?;
                 assert_eq!(forgotten, 2, "the two outcomes applied at 1000");
-                assert_eq!(lookup(batch, 7, 1)?, None);
-                assert_eq!(lookup(batch, 7, 2)?, Some(put_outcome(3)));
+                assert_eq!(lookup(batch, 7, 1)?, Seen::New);
+                assert_eq!(lookup(batch, 7, 2)?, Seen::Applied(put_outcome(3)));
                 Ok(())
             })
             .expect("apply");

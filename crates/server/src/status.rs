@@ -30,6 +30,16 @@ pub fn timed_out() -> Status {
     Status::unavailable("etcdserver: request timed out")
 }
 
+/// A write whose request id is older than the ones its client still has
+/// remembered: raftkv's own error (etcd has no request ids).
+pub fn request_superseded() -> Status {
+    Status::failed_precondition(format!(
+        "raftkv: request sequence superseded: {} later requests of this client \
+         were applied, so whether this one was cannot be told; it was not applied now",
+        crate::outcomes::OUTCOMES_PER_CLIENT
+    ))
+}
+
 /// `etcdserver: member not found`.
 pub fn member_not_found() -> Status {
     Status::not_found("etcdserver: member not found")

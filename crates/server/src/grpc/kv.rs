@@ -16,8 +16,10 @@
 //! If a write with the same pair was already applied, the server answers
 //! with that first outcome (same revision, same prev_kv) instead of applying
 //! it again. The last 64 sequence numbers per client are remembered, for the
-//! time set by `--request-outcome-ttl`. Without the metadata, etcd's
-//! semantics hold unchanged.
+//! time set by `--request-outcome-ttl`; a request whose sequence number is
+//! older than those (a copy the network delivered late) is refused with
+//! FAILED_PRECONDITION, not applied. Without the metadata, etcd's semantics
+//! hold unchanged.
 
 use prost::Message as _;
 use raftkv_proto::etcdserverpb as pb;
