@@ -124,16 +124,18 @@ fn killing_the_leader_mid_stream_loses_no_acknowledged_write() {
             drop(members[victim].server.take());
             rt.block_on(async {
                 // Writes go on against the survivors while it is down.
+                // Sequence numbers must increase per client: these fall
+                // between the stream's (which go up by 10).
                 for extra in 0..5 {
                     let key = format!("w-during-{extra}");
-                    write_until_acknowledged(&ports, &key, 1000 + extra).await;
+                    write_until_acknowledged(&ports, &key, sequence * 10 - 5 + extra).await;
                     acknowledged.push(key);
                 }
             });
             start_member(&mut members, victim);
         }
         let key = format!("w{sequence:03}");
-        rt.block_on(write_until_acknowledged(&ports, &key, sequence));
+        rt.block_on(write_until_acknowledged(&ports, &key, sequence * 10));
         acknowledged.push(key);
     }
 
