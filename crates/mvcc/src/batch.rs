@@ -9,15 +9,18 @@
 //! applied index is written in the same redb transaction as the data, so an entry is applied
 //! exactly once however often the raft log is replayed.
 
+use std::sync::{PoisonError, RwLock};
+
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{MvccError, Result};
+use crate::index::KeyIndex;
 use crate::key_range::KeyRange;
 use crate::layout::{
-    encode_hist_put, encode_hist_tombstone, encode_live, AUX, HIST, LEASES, LEASE_KEYS, LIVE, META,
-    META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT, META_REV, REVS,
+    encode_put, encode_tombstone, AUX, KVS, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
+    META_APPLIED_TERM, META_COMPACT, META_INSTALLS, META_REV,
 };
-use crate::read::{HistKey, View};
+use crate::read::{KvsKey, View};
 use crate::types::{
     AppliedIndex, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
@@ -33,14 +36,18 @@ pub(crate) fn to_rev(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| MvccError::Corruption(format!("revision {v} out of range")))
 }
 
-type HistTable<'t> = Table<'t, HistKey, &'static [u8]>;
-type LiveTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
+type KvsTable<'t> = Table<'t, KvsKey, &'static [u8]>;
 
 /// Writes applied in one redb transaction. Obtained from [`crate::Store::apply`].
+///
+/// Each change goes to `kvs` and, right after, to the store's key index, so that later
+/// requests of the batch see it; readers of older transactions do not, as they read the
+/// index at their own revision. If the batch is not committed, the store rebuilds the index.
+/// A compaction's changes to the index wait for the commit (see [`Batch::compacted_to`]),
+/// since readers of older transactions may still need what it drops.
 pub struct Batch<'t> {
-    pub(crate) hist: HistTable<'t>,
-    pub(crate) live: LiveTable<'t>,
-    pub(crate) revs: Table<'t, (i64, i64), &'static [u8]>,
+    pub(crate) kvs: KvsTable<'t>,
+    pub(crate) index: &'t RwLock<KeyIndex>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
     aux: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
@@ -48,6 +55,7 @@ pub struct Batch<'t> {
     /// Revision of the last finished request.
     pub(crate) current: i64,
     pub(crate) compact: i64,
+    installs: u64,
     applied: AppliedIndex,
     entry_open: bool,
     /// Changes made so far by the request in progress (its next sub-revision).
@@ -55,10 +63,18 @@ pub struct Batch<'t> {
     pub(crate) max_txn_ops: usize,
     events: Option<Vec<Event>>,
     fatal: Option<String>,
+    /// Whether the key index was changed (it must be rebuilt if the batch is dropped).
+    pub(crate) index_changed: bool,
+    /// The revision this batch compacted to, for the index to follow after the commit.
+    pub(crate) compacted_to: Option<i64>,
 }
 
 impl<'t> Batch<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction, max_txn_ops: usize) -> Result<Batch<'t>> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        index: &'t RwLock<KeyIndex>,
+        max_txn_ops: usize,
+    ) -> Result<Batch<'t>> {
         let meta = txn.open_table(META)?;
         let current = to_rev(meta_get(&meta, META_REV)?)?;
         let compact = to_rev(meta_get(&meta, META_COMPACT)?)?;
@@ -66,22 +82,25 @@ impl<'t> Batch<'t> {
             index: meta_get(&meta, META_APPLIED_INDEX)?,
             term: meta_get(&meta, META_APPLIED_TERM)?,
         };
+        let installs = meta_get(&meta, META_INSTALLS)?;
         Ok(Batch {
-            hist: txn.open_table(HIST)?,
-            live: txn.open_table(LIVE)?,
-            revs: txn.open_table(REVS)?,
+            kvs: txn.open_table(KVS)?,
+            index,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
             aux: txn.open_table(AUX)?,
             meta,
             current,
             compact,
+            installs,
             applied,
             entry_open: false,
             sub: 0,
             max_txn_ops,
             events: None,
             fatal: None,
+            index_changed: false,
+            compacted_to: None,
         })
     }
 
@@ -132,13 +151,26 @@ impl<'t> Batch<'t> {
     }
 
     /// A read view that sees this batch's writes.
-    pub(crate) fn view(&self) -> View<'_, HistTable<'t>, LiveTable<'t>> {
+    pub(crate) fn view(&self) -> View<'_, KvsTable<'t>> {
         View {
-            hist: &self.hist,
-            live: &self.live,
+            kvs: &self.kvs,
+            index: self.index,
             current: self.writing_rev_if_changed(),
             compact: self.compact,
+            installs: self.installs,
         }
+    }
+
+    /// Stores one change: the record in `kvs`, then its revision in the key index.
+    fn store_change(&mut self, key: &[u8], main: i64, sub: i64, record: &[u8]) -> Result<()> {
+        let tombstone = crate::layout::record_key(record)?.1;
+        self.kvs.insert((main, sub), record)?;
+        self.index_changed = true;
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(key, main, sub, tombstone);
+        Ok(())
     }
 
     /// The revision of the request in progress, or the current one if it changed nothing yet.
@@ -318,7 +350,9 @@ impl<'t> Batch<'t> {
     /// Validates a put against the state before it (etcd's order of checks).
     pub(crate) fn check_put(&self, req: &PutRequest) -> Result<()> {
         check_put_static(req)?;
-        if (req.ignore_value || req.ignore_lease) && self.live.get(req.key.as_slice())?.is_none() {
+        if (req.ignore_value || req.ignore_lease)
+            && self.view().get_latest(&req.key, false)?.is_none()
+        {
             return Err(MvccError::KeyNotFound);
         }
         if req.lease != 0 && self.leases.get(req.lease)?.is_none() {
@@ -353,10 +387,7 @@ impl<'t> Batch<'t> {
             lease,
         };
         let key = req.key.as_slice();
-        self.hist
-            .insert((key, main, sub), encode_hist_put(&kv).as_slice())?;
-        self.revs.insert((main, sub), key)?;
-        self.live.insert(key, encode_live(&kv).as_slice())?;
+        self.store_change(key, main, sub, &encode_put(&kv))?;
         let prev_lease = prev.as_ref().map_or(0, |p| p.lease);
         if prev_lease != lease {
             if prev_lease != 0 {
@@ -393,13 +424,10 @@ impl<'t> Batch<'t> {
             Ok(())
         })?;
         let main = self.current + 1;
-        let tombstone = encode_hist_tombstone();
         for kv in &victims {
             let key = kv.key.as_slice();
             let sub = self.sub;
-            self.hist.insert((key, main, sub), tombstone.as_slice())?;
-            self.revs.insert((main, sub), key)?;
-            self.live.remove(key)?;
+            self.store_change(key, main, sub, &encode_tombstone(key))?;
             if kv.lease != 0 {
                 self.lease_keys.remove((kv.lease, key))?;
             }

@@ -31,7 +31,7 @@ use redb::{
 };
 
 use crate::error::Result;
-use crate::layout::{AUX, HIST, LEASES, LEASE_KEYS, LIVE, META, REVS};
+use crate::layout::{AUX, KVS, LEASES, LEASE_KEYS, META};
 use crate::store::{lock, Store};
 
 /// What a defragmentation did.
@@ -130,9 +130,7 @@ impl Store {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let mut records = 0;
-        records += copy_table(src, &txn, HIST)?;
-        records += copy_table(src, &txn, LIVE)?;
-        records += copy_table(src, &txn, REVS)?;
+        records += copy_table(src, &txn, KVS)?;
         records += copy_table(src, &txn, LEASES)?;
         records += copy_table(src, &txn, LEASE_KEYS)?;
         records += copy_table(src, &txn, AUX)?;

@@ -49,6 +49,18 @@ pub enum MvccError {
     /// A txn given to a read-only path contains a write.
     #[error("mvcc: txn is not read-only")]
     NotReadOnly,
+    /// A read kept meeting a compaction or a snapshot install that committed after its read
+    /// transaction began (each read retries a few times first); the caller may retry.
+    #[error("mvcc: the store changed under the read; retry")]
+    ReadRaced,
+    /// The store file was written in a layout this version does not read.
+    #[error("mvcc: store file has layout version {found}, this version reads only {expected}; save a snapshot with the version that wrote it (`etcdctl snapshot save`) and restore that")]
+    Layout {
+        /// The layout version found in the file.
+        found: u64,
+        /// The layout version this build reads and writes.
+        expected: u64,
+    },
     /// An invalid configuration value.
     #[error("mvcc: invalid config: {0}")]
     Config(String),

@@ -1,7 +1,7 @@
 //! etcd's Hash: one checksum of the store's whole logical content.
 //!
 //! CRC-32C (Castagnoli) over, in this order: the current and compaction revisions, every
-//! history record (key, revision, record bytes, tombstones included) in key then revision
+//! stored change (revision, record bytes with the key, tombstones included) in revision
 //! order, then every lease (id, ttl) by id. Each field is length-prefixed or fixed-width,
 //! so different contents cannot produce the same byte stream. Two members that applied the
 //! same writes hash equal whatever their file layout, defragmented or not.
@@ -37,10 +37,9 @@ impl Store {
         let t = Self::tables_in(&txn)?;
         let mut h = crc32c::crc32c(&t.current.to_le_bytes());
         h = crc32c::crc32c_append(h, &t.compact.to_le_bytes());
-        for e in t.hist.iter()? {
+        for e in t.kvs.iter()? {
             let (k, v) = e?;
-            let (key, main, sub) = k.value();
-            h = put_bytes(h, key);
+            let (main, sub) = k.value();
             h = crc32c::crc32c_append(h, &main.to_le_bytes());
             h = crc32c::crc32c_append(h, &sub.to_le_bytes());
             h = put_bytes(h, v.value());

@@ -5,7 +5,8 @@
 //! Code map:
 //! - [`types`]: request/response structs mirroring etcd's messages;
 //! - [`key_range`]: etcd's `(key, range_end)` conventions;
-//! - `layout`: the redb tables and record encodings (why no in-memory index: see there);
+//! - `layout`: the redb tables and record encodings (why changes are keyed by revision);
+//! - `index`: the key index in memory: each key's revisions;
 //! - `read`: point and range reads, latest and historical;
 //! - [`batch`]: the write path, one redb transaction per batch of raft entries;
 //! - `txn`: txn validation, compares and execution;
@@ -38,6 +39,7 @@ mod compaction;
 pub mod defrag;
 pub mod error;
 pub mod hash;
+mod index;
 pub mod key_range;
 mod layout;
 mod read;

@@ -1,53 +1,59 @@
-//! Reads: point and range reads at the latest or a past revision, over any pair of readable
-//! `hist`/`live` tables, so the same code serves read transactions and reads inside a write
-//! batch (which see the batch's own writes).
+//! Reads: point and range reads at the latest or a past revision. A [`View`] pairs the key
+//! index with a readable `kvs` table, so the same code serves read transactions and reads
+//! inside a write batch (which see the batch's own writes).
 
 use std::cmp::Ordering;
-use std::ops::Bound;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use redb::ReadableTable;
 
 use crate::error::{MvccError, Result};
+use crate::index::{KeyIndex, Visible};
 use crate::key_range::KeyRange;
-use crate::layout::{decode_hist, decode_live};
+use crate::layout::decode_record;
 use crate::types::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
 
-/// Key type of the `hist` table.
-pub(crate) type HistKey = (&'static [u8], i64, i64);
+/// Key type of the `kvs` table: (main, sub) revision.
+pub(crate) type KvsKey = (i64, i64);
 
-/// A consistent view of the key space: the two tables plus the revisions they are at.
-pub(crate) struct View<'a, H, L> {
-    /// The `hist` table.
-    pub hist: &'a H,
-    /// The `live` table.
-    pub live: &'a L,
+/// Keys taken from the index per lock: a long scan lets writers in between chunks.
+const KEYS_PER_CHUNK: usize = 256;
+
+/// A consistent view of the key space: `kvs`, the key index, and the revisions they are at.
+pub(crate) struct View<'a, K> {
+    /// The `kvs` table.
+    pub kvs: &'a K,
+    /// The store's key index.
+    pub index: &'a RwLock<KeyIndex>,
     /// Current store revision (including the writes of the request in progress, if any).
     pub current: i64,
     /// Compaction revision.
     pub compact: i64,
+    /// Snapshot installs of the state read (see [`KeyIndex::serves`]).
+    pub installs: u64,
 }
 
-/// One kv found by a scan, not yet decoded.
-enum Raw<'g> {
-    Live(&'g [u8], &'g [u8]),
-    Hist(&'g [u8], i64, &'g [u8]),
+/// Reads the key index, poisoning ignored: a panic cannot leave a half-made change in it
+/// (each change is one push or one removal).
+pub(crate) fn read_index(index: &RwLock<KeyIndex>) -> RwLockReadGuard<'_, KeyIndex> {
+    index.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Raw<'_> {
-    fn decode(&self, with_value: bool) -> Result<KeyValue> {
-        match self {
-            Raw::Live(k, v) => decode_live(k, v, with_value),
-            Raw::Hist(k, main, v) => decode_hist(k, *main, v, with_value)?
-                .ok_or_else(|| MvccError::Corruption("scan yielded a tombstone".into())),
+impl<K> View<'_, K>
+where
+    K: ReadableTable<KvsKey, &'static [u8]>,
+{
+    /// The index, if it still describes this view's state; else [`MvccError::ReadRaced`]
+    /// (a compaction or an install committed after the view was taken: read again).
+    pub(crate) fn index(&self) -> Result<RwLockReadGuard<'_, KeyIndex>> {
+        let index = read_index(self.index);
+        if index.serves(self.compact, self.installs) {
+            Ok(index)
+        } else {
+            Err(MvccError::ReadRaced)
         }
     }
-}
 
-impl<H, L> View<'_, H, L>
-where
-    H: ReadableTable<HistKey, &'static [u8]>,
-    L: ReadableTable<&'static [u8], &'static [u8]>,
-{
     /// Checks a requested revision: `<= 0` is latest (`None`), else must be uncompacted and
     /// not in the future. The current revision itself is served as latest.
     pub fn resolve_rev(&self, revision: i64) -> Result<Option<i64>> {
@@ -63,27 +69,31 @@ where
         Ok(Some(revision))
     }
 
+    /// The kv stored at revision `(main, sub)`, which the index says is a put.
+    pub fn fetch(&self, main: i64, sub: i64, with_value: bool) -> Result<KeyValue> {
+        let record = self.kvs.get((main, sub))?.ok_or_else(|| {
+            MvccError::Corruption(format!(
+                "the key index names revision {main}.{sub}, not stored"
+            ))
+        })?;
+        decode_record(main, record.value(), with_value)?.ok_or_else(|| {
+            MvccError::Corruption(format!(
+                "the key index names a deletion at {main}.{sub} as a put"
+            ))
+        })
+    }
+
     /// The kv of `key` at the latest revision.
     pub fn get_latest(&self, key: &[u8], with_value: bool) -> Result<Option<KeyValue>> {
-        match self.live.get(key)? {
-            Some(g) => Ok(Some(decode_live(key, g.value(), with_value)?)),
-            None => Ok(None),
-        }
+        self.get(key, None, with_value)
     }
 
     /// The kv of `key` at `rev` (`None` = latest).
     pub fn get(&self, key: &[u8], rev: Option<i64>, with_value: bool) -> Result<Option<KeyValue>> {
-        let Some(rev) = rev else {
-            return self.get_latest(key, with_value);
-        };
-        let lo: (&[u8], i64, i64) = (key, i64::MIN, i64::MIN);
-        let hi: (&[u8], i64, i64) = (key, rev, i64::MAX);
-        match self.hist.range(lo..=hi)?.next_back() {
-            Some(e) => {
-                let (k, v) = e?;
-                let (_, main, _) = k.value();
-                decode_hist(key, main, v.value(), with_value)
-            }
+        let at = rev.unwrap_or(self.current);
+        let found = self.index()?.get(key, at);
+        match found {
+            Some((main, sub)) => Ok(Some(self.fetch(main, sub, with_value)?)),
             None => Ok(None),
         }
     }
@@ -94,68 +104,41 @@ where
         &self,
         range: &KeyRange,
         rev: Option<i64>,
-        mut f: impl FnMut(Raw<'_>) -> Result<bool>,
+        mut f: impl FnMut(Visible) -> Result<bool>,
     ) -> Result<()> {
+        let at = rev.unwrap_or(self.current);
         let (start, end): (&[u8], Option<&[u8]>) = match range {
             KeyRange::Empty => return Ok(()),
             KeyRange::Single(k) => {
-                // A single key: no scan needed.
-                if let Some(kv) = self.get(k, rev, true)? {
-                    let live = crate::layout::encode_live(&kv);
-                    f(Raw::Live(k, &live))?;
+                let found = self.index()?.get(k, at);
+                if let Some((main, sub)) = found {
+                    f(Visible {
+                        key: k.clone(),
+                        main,
+                        sub,
+                    })?;
                 }
                 return Ok(());
             }
             KeyRange::From(s) => (s, None),
             KeyRange::Between(s, e) => (s, Some(e)),
         };
-        match rev {
-            None => {
-                let end_bound = end.map_or(Bound::Unbounded, Bound::Excluded);
-                for e in self
-                    .live
-                    .range::<&[u8]>((Bound::Included(start), end_bound))?
-                {
-                    let (k, v) = e?;
-                    if !f(Raw::Live(k.value(), v.value()))? {
-                        break;
-                    }
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self
+                .index()?
+                .range(start, end, after.as_deref(), at, KEYS_PER_CHUNK);
+            let full = chunk.len() == KEYS_PER_CHUNK;
+            after = chunk.last().map(|v| v.key.clone());
+            for visible in chunk {
+                if !f(visible)? {
+                    return Ok(());
                 }
             }
-            Some(rev) => {
-                let lo: (&[u8], i64, i64) = (start, i64::MIN, i64::MIN);
-                let iter = match end {
-                    Some(e) => {
-                        let hi: (&[u8], i64, i64) = (e, i64::MIN, i64::MIN);
-                        self.hist.range(lo..hi)?
-                    }
-                    None => self.hist.range(lo..)?,
-                };
-                // Per key, the last entry at or below `rev` wins; emit it when the key changes.
-                let mut pending: Option<(Vec<u8>, i64, Vec<u8>)> = None;
-                let mut emit = |p: Option<(Vec<u8>, i64, Vec<u8>)>| -> Result<bool> {
-                    match p {
-                        Some((k, main, v)) if decode_hist(&k, main, &v, false)?.is_some() => {
-                            f(Raw::Hist(&k, main, &v))
-                        }
-                        _ => Ok(true),
-                    }
-                };
-                for e in iter {
-                    let (k, v) = e?;
-                    let (key, main, _) = k.value();
-                    let same_key = pending.as_ref().is_some_and(|p| p.0 == key);
-                    if !same_key && !emit(pending.take())? {
-                        return Ok(());
-                    }
-                    if main <= rev {
-                        pending = Some((key.to_vec(), main, v.value().to_vec()));
-                    }
-                }
-                emit(pending.take())?;
+            if !full {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Calls `f` with every existing kv of `range` at `rev`, decoded with values.
@@ -166,8 +149,8 @@ where
         with_value: bool,
         mut f: impl FnMut(KeyValue) -> Result<()>,
     ) -> Result<()> {
-        self.scan(range, rev, |raw| {
-            f(raw.decode(with_value)?)?;
+        self.scan(range, rev, |v| {
+            f(self.fetch(v.main, v.sub, with_value)?)?;
             Ok(true)
         })
     }
@@ -200,12 +183,12 @@ where
         let with_value = !req.keys_only || target == SortTarget::Value;
         let mut count: i64 = 0;
         let mut kvs = Vec::new();
-        self.scan(&range, rev, |raw| {
+        self.scan(&range, rev, |v| {
             count += 1;
             if req.count_only || kvs.len() >= stop {
                 return Ok(true);
             }
-            let kv = raw.decode(with_value)?;
+            let kv = self.fetch(v.main, v.sub, with_value)?;
             if passes_filters(req, &kv) {
                 kvs.push(kv);
             }

@@ -2,16 +2,16 @@
 //!
 //! A [`SnapshotReader`] reads from one redb read transaction, an MVCC snapshot: batches
 //! committed after it started do not show, however long the stream takes. Only the source of
-//! truth is streamed (history, leases, server records, counters); `live`, `revs` and `lease_keys` are rebuilt
-//! on install.
+//! truth is streamed (changes, leases, server records, counters); `lease_keys` and the key
+//! index are rebuilt on install.
 //!
 //! Stream format (integers little endian):
 //!
 //! ```text
-//! magic  "RKVSNAP1"
+//! magic  "RKVSNAP2"
 //! frame* tag u8 | len u32 | payload[len] | crc32c(tag | len | payload) u32
 //!   tag 1 META   current i64, compact i64, applied index u64, applied term u64 (first)
-//!   tag 2 HIST   key len u32, key, main i64, sub i64, hist record  (strict (key,main,sub) order)
+//!   tag 2 KV     main i64, sub i64, kv record (see `layout`)  (strict (main,sub) order)
 //!   tag 3 LEASE  id i64, ttl i64
 //!   tag 4 AUX    namespace len u32, namespace, key len u32, key, value
 //!   tag 255 END  frames before it u64, crc32c over their crcs u32  (last)
@@ -19,23 +19,34 @@
 //!
 //! Every frame is checked, and END proves that nothing was cut or dropped. Installing is one
 //! redb transaction committed durably: the old state stays whole until the new one is.
+//!
+//! Streams of the first format (magic "RKVSNAP1", written before changes were stored by
+//! revision) are still installed: the same frames, except that tag 2 carries key length u32,
+//! key, main i64, sub i64 and a record without the key (kind u8, then for a put create,
+//! version and lease i64 and the value), in strict (key, main, sub) order.
 
 use std::io::{self, Read};
 
-use redb::{Durability, ReadOnlyTable};
+use std::sync::PoisonError;
+
+use redb::{Durability, ReadOnlyTable, ReadableTable};
 
 use crate::error::{MvccError, Result};
+use crate::index::KeyIndex;
 use crate::layout::{
-    decode_hist, encode_live, AUX, HIST, LEASES, LEASE_KEYS, LIVE, META, META_APPLIED_INDEX,
-    META_APPLIED_TERM, META_COMPACT, META_REV, REVS,
+    decode_record, encode_put, encode_tombstone, AUX, KVS, LAYOUT_VERSION, LEASES, LEASE_KEYS,
+    META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT, META_INSTALLS, META_LAYOUT,
+    META_REV,
 };
-use crate::read::HistKey;
+use crate::read::KvsKey;
 use crate::store::Store;
-use crate::types::AppliedIndex;
+use crate::types::{AppliedIndex, KeyValue};
 
-const MAGIC: &[u8; 8] = b"RKVSNAP1";
+const MAGIC: &[u8; 8] = b"RKVSNAP2";
+/// The first format, still installed.
+const MAGIC_V1: &[u8; 8] = b"RKVSNAP1";
 const TAG_META: u8 = 1;
-const TAG_HIST: u8 = 2;
+const TAG_KV: u8 = 2;
 const TAG_LEASE: u8 = 3;
 const TAG_AUX: u8 = 4;
 const TAG_END: u8 = 255;
@@ -56,7 +67,7 @@ pub struct SnapshotMeta {
 }
 
 enum Phase {
-    Hist,
+    Kvs,
     Leases,
     Aux,
     Done,
@@ -66,7 +77,7 @@ enum Phase {
 /// the same bytes (use one or the other).
 pub struct SnapshotReader {
     meta: SnapshotMeta,
-    hist: redb::Range<'static, HistKey, &'static [u8]>,
+    kvs: redb::Range<'static, KvsKey, &'static [u8]>,
     leases: redb::Range<'static, i64, i64>,
     aux: redb::Range<'static, (&'static str, &'static [u8]), &'static [u8]>,
     phase: Phase,
@@ -103,17 +114,15 @@ impl SnapshotReader {
         let mut payload = Vec::new();
         while self.buf.len() < CHUNK_BYTES {
             match self.phase {
-                Phase::Hist => match self.hist.next() {
+                Phase::Kvs => match self.kvs.next() {
                     Some(e) => {
                         let (k, v) = e?;
-                        let (key, main, sub) = k.value();
+                        let (main, sub) = k.value();
                         payload.clear();
-                        payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                        payload.extend_from_slice(key);
                         payload.extend_from_slice(&main.to_le_bytes());
                         payload.extend_from_slice(&sub.to_le_bytes());
                         payload.extend_from_slice(v.value());
-                        self.frame(TAG_HIST, &payload);
+                        self.frame(TAG_KV, &payload);
                     }
                     None => self.phase = Phase::Leases,
                 },
@@ -213,16 +222,16 @@ impl Store {
 
     fn snapshot_in(&self, txn: &redb::ReadTransaction) -> Result<SnapshotReader> {
         let t = self.read_tables_in(txn)?;
-        let hist: ReadOnlyTable<HistKey, &'static [u8]> = txn.open_table(HIST)?;
+        let kvs: ReadOnlyTable<KvsKey, &'static [u8]> = txn.open_table(KVS)?;
         let leases: ReadOnlyTable<i64, i64> = txn.open_table(LEASES)?;
         let aux: ReadOnlyTable<(&'static str, &'static [u8]), &'static [u8]> =
             txn.open_table(AUX)?;
         let mut r = SnapshotReader {
             meta: t,
-            hist: hist.range::<HistKey>(..)?,
+            kvs: kvs.range::<KvsKey>(..)?,
             leases: leases.range::<i64>(..)?,
             aux: aux.range::<(&str, &[u8])>(..)?,
-            phase: Phase::Hist,
+            phase: Phase::Kvs,
             frames: 0,
             crc_of_crcs: 0,
             buf: Vec::new(),
@@ -262,21 +271,30 @@ impl Store {
         let mut r = io::BufReader::with_capacity(CHUNK_BYTES, r);
         let mut magic = [0u8; 8];
         read_exact(&mut r, &mut magic)?;
-        if &magic != MAGIC {
-            return Err(MvccError::Corruption("snapshot: bad magic".into()));
-        }
+        let format = match &magic {
+            MAGIC => Format::ByRevision,
+            MAGIC_V1 => Format::ByKey,
+            _ => return Err(MvccError::Corruption("snapshot: bad magic".into())),
+        };
         let _gate = self.write_gate();
         let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate);
-        txn.delete_table(HIST)?;
-        txn.delete_table(LIVE)?;
-        txn.delete_table(REVS)?;
+        let installs = {
+            let meta = txn.open_table(META)?;
+            crate::batch::meta_get(&meta, META_INSTALLS)? + 1
+        };
+        txn.delete_table(KVS)?;
         txn.delete_table(LEASES)?;
         txn.delete_table(LEASE_KEYS)?;
         txn.delete_table(AUX)?;
         txn.delete_table(META)?;
-        let meta = install_frames(&txn, &mut r)?;
+        let (meta, index) = install_frames(&txn, &mut r, format, installs)?;
+        // Readers find the index and the file changed together: one that began on the old
+        // file and reads the new index (or the reverse) is told to read again.
+        let mut current_index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         txn.commit()?;
+        *current_index = index;
+        drop(current_index);
         self.bump_generation();
         tracing::info!(
             revision = meta.revision,
@@ -360,17 +378,46 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Per-key state while history streams in, to rebuild `live` and `lease_keys`.
-struct LastOfKey {
-    key: Vec<u8>,
-    main: i64,
-    record: Vec<u8>,
+/// The two stream formats (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    ByKey,
+    ByRevision,
 }
 
-fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<SnapshotMeta> {
-    let mut hist = txn.open_table(HIST)?;
-    let mut live = txn.open_table(LIVE)?;
-    let mut revs = txn.open_table(REVS)?;
+/// A change of the first format: its place in that format's order, and today's record.
+type ChangeOfV1 = ((Vec<u8>, i64, i64), Vec<u8>);
+
+/// Reads a change of a stream of the first format.
+fn change_of_v1(f: &mut Fields<'_>) -> Result<ChangeOfV1> {
+    let klen = f.u32()? as usize;
+    let key = f.take(klen)?.to_vec();
+    let main = f.i64()?;
+    let sub = f.i64()?;
+    let record = match f.take(1)?[0] {
+        0 => encode_put(&KeyValue {
+            key: key.clone(),
+            create_revision: f.i64()?,
+            mod_revision: main,
+            version: f.i64()?,
+            lease: f.i64()?,
+            value: f.0.to_vec(),
+        }),
+        1 => encode_tombstone(&key),
+        k => return Err(corrupt(&format!("history record kind {k}"))),
+    };
+    Ok(((key, main, sub), record))
+}
+
+/// Writes the frames of `r` into the emptied tables of `txn`; returns what the snapshot
+/// describes and the key index of the state installed.
+fn install_frames(
+    txn: &redb::WriteTransaction,
+    r: &mut impl Read,
+    format: Format,
+    installs: u64,
+) -> Result<(SnapshotMeta, KeyIndex)> {
+    let mut kvs = txn.open_table(KVS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut aux = txn.open_table(AUX)?;
@@ -378,22 +425,8 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<Sna
     let mut meta: Option<SnapshotMeta> = None;
     let mut frames = 0u64;
     let mut crc_of_crcs = 0u32;
-    let mut last: Option<LastOfKey> = None;
-    let mut prev_hist: Option<(Vec<u8>, i64, i64)> = None;
-    let finish_key = |last: Option<LastOfKey>,
-                      live: &mut redb::Table<&'static [u8], &'static [u8]>,
-                      lease_keys: &mut redb::Table<(i64, &'static [u8]), ()>|
-     -> Result<()> {
-        if let Some(l) = last {
-            if let Some(kv) = decode_hist(&l.key, l.main, &l.record, true)? {
-                live.insert(l.key.as_slice(), encode_live(&kv).as_slice())?;
-                if kv.lease != 0 {
-                    lease_keys.insert((kv.lease, l.key.as_slice()), ())?;
-                }
-            }
-        }
-        Ok(())
-    };
+    let mut prev_by_revision: Option<(i64, i64)> = None;
+    let mut prev_by_key: Option<(Vec<u8>, i64, i64)> = None;
     let mut payload = Vec::new();
     loop {
         let mut head = [0u8; 5];
@@ -426,29 +459,24 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<Sna
                     },
                 });
             }
-            TAG_HIST => {
-                let klen = f.u32()? as usize;
-                let key = f.take(klen)?.to_vec();
-                let main = f.i64()?;
-                let sub = f.i64()?;
-                let record = f.0;
-                decode_hist(&key, main, record, false)?;
-                let this = (key, main, sub);
-                if prev_hist.as_ref().is_some_and(|p| *p >= this) {
+            TAG_KV if format == Format::ByRevision => {
+                let revision = (f.i64()?, f.i64()?);
+                decode_record(revision.0, f.0, false)?;
+                if prev_by_revision.is_some_and(|p| p >= revision) {
+                    return Err(corrupt("changes out of order"));
+                }
+                kvs.insert(revision, f.0)?;
+                prev_by_revision = Some(revision);
+            }
+            TAG_KV => {
+                let (this, record) = change_of_v1(&mut f)?;
+                if prev_by_key.as_ref().is_some_and(|p| *p >= this) {
                     return Err(corrupt("history out of order"));
                 }
-                let (key, main, sub) = &this;
-                hist.insert((key.as_slice(), *main, *sub), record)?;
-                revs.insert((*main, *sub), key.as_slice())?;
-                if last.as_ref().is_some_and(|l| l.key != *key) {
-                    finish_key(last.take(), &mut live, &mut lease_keys)?;
+                if kvs.insert((this.1, this.2), record.as_slice())?.is_some() {
+                    return Err(corrupt("two changes at one revision"));
                 }
-                last = Some(LastOfKey {
-                    key: key.clone(),
-                    main: *main,
-                    record: record.to_vec(),
-                });
-                prev_hist = Some(this);
+                prev_by_key = Some(this);
             }
             TAG_LEASE => {
                 let id = f.i64()?;
@@ -477,14 +505,31 @@ fn install_frames(txn: &redb::WriteTransaction, r: &mut impl Read) -> Result<Sna
         frames += 1;
         crc_of_crcs = crc32c::crc32c_append(crc_of_crcs, &crc.to_le_bytes());
     }
-    finish_key(last.take(), &mut live, &mut lease_keys)?;
     let meta = meta.ok_or_else(|| corrupt("no META frame"))?;
     if meta.revision < 1 || meta.compact_revision < 0 || meta.compact_revision > meta.revision {
         return Err(corrupt("bad revisions in META"));
+    }
+    if let Some(e) = kvs.last()? {
+        if e.0.value().0 > meta.revision {
+            return Err(corrupt("a change above the snapshot's revision"));
+        }
+    }
+    let index = KeyIndex::build(&kvs, meta.compact_revision, installs)?;
+    for (key, main, sub) in index.latest() {
+        let Some(record) = kvs.get((main, sub))? else {
+            return Err(corrupt("indexed change not stored"));
+        };
+        if let Some(kv) = decode_record(main, record.value(), false)? {
+            if kv.lease != 0 {
+                lease_keys.insert((kv.lease, key), ())?;
+            }
+        }
     }
     meta_t.insert(META_REV, meta.revision as u64)?;
     meta_t.insert(META_COMPACT, meta.compact_revision as u64)?;
     meta_t.insert(META_APPLIED_INDEX, meta.applied.index)?;
     meta_t.insert(META_APPLIED_TERM, meta.applied.term)?;
-    Ok(meta)
+    meta_t.insert(META_LAYOUT, LAYOUT_VERSION)?;
+    meta_t.insert(META_INSTALLS, installs)?;
+    Ok((meta, index))
 }

@@ -30,18 +30,19 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
 
 use crate::batch::{meta_get, to_rev, Batch};
 use crate::error::{MvccError, Result};
+use crate::index::KeyIndex;
 use crate::key_range::KeyRange;
 use crate::layout::{
-    HIST, LEASES, LEASE_KEYS, LIVE, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT,
-    META_REV, REVS,
+    KVS, LAYOUT_VERSION, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_APPLIED_TERM,
+    META_COMPACT, META_INSTALLS, META_LAYOUT, META_REV,
 };
-use crate::read::{HistKey, View};
+use crate::read::{read_index, KvsKey, View};
 use crate::types::{
     AppliedIndex, HashKv, KeyValue, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
@@ -91,28 +92,31 @@ impl Config {
     }
 }
 
-type ReadHist = ReadOnlyTable<HistKey, &'static [u8]>;
-type ReadLive = ReadOnlyTable<&'static [u8], &'static [u8]>;
+type ReadKvs = ReadOnlyTable<KvsKey, &'static [u8]>;
 
 /// Read-only tables of one redb read transaction.
 pub(crate) struct ReadTables {
-    pub hist: ReadHist,
-    pub live: ReadLive,
+    pub kvs: ReadKvs,
     pub current: i64,
     pub compact: i64,
+    pub installs: u64,
     pub applied: AppliedIndex,
 }
 
 impl ReadTables {
-    pub(crate) fn view(&self) -> View<'_, ReadHist, ReadLive> {
+    pub(crate) fn view<'a>(&'a self, index: &'a RwLock<KeyIndex>) -> View<'a, ReadKvs> {
         View {
-            hist: &self.hist,
-            live: &self.live,
+            kvs: &self.kvs,
+            index,
             current: self.current,
             compact: self.compact,
+            installs: self.installs,
         }
     }
 }
+
+/// Times a read starts again on a fresh transaction after [`MvccError::ReadRaced`].
+const READ_ATTEMPTS: usize = 4;
 
 /// The MVCC key-value store. `Send + Sync`: reads may run from any thread while one thread
 /// applies; writers (apply, sync, install, the swap at the end of a defragmentation) are
@@ -123,6 +127,8 @@ pub struct Store {
     /// transaction begun on a replaced database stays valid (redb keeps the file open for
     /// it), so reads that straddle a swap still see one consistent state.
     db: RwLock<Arc<Database>>,
+    /// Every key's revisions (see the `index` module). Written under the write gate only.
+    pub(crate) index: RwLock<KeyIndex>,
     pub(crate) config: Config,
     batches_since_durable: AtomicU64,
     /// Held by every writer for the whole of its transaction, and by a defragmentation
@@ -213,10 +219,18 @@ impl Store {
                 meta.insert(META_COMPACT, 0)?;
                 meta.insert(META_APPLIED_INDEX, 0)?;
                 meta.insert(META_APPLIED_TERM, 0)?;
+                meta.insert(META_LAYOUT, LAYOUT_VERSION)?;
+                meta.insert(META_INSTALLS, 0)?;
             }
-            txn.open_table(HIST)?;
-            txn.open_table(LIVE)?;
-            txn.open_table(REVS)?;
+            // Files of layout 1 had no version record.
+            let found = meta_get(&meta, META_LAYOUT)?.max(1);
+            if found != LAYOUT_VERSION {
+                return Err(MvccError::Layout {
+                    found,
+                    expected: LAYOUT_VERSION,
+                });
+            }
+            txn.open_table(KVS)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_KEYS)?;
             txn.open_table(crate::layout::AUX)?;
@@ -229,6 +243,7 @@ impl Store {
         };
         let store = Store {
             db: RwLock::new(Arc::new(db)),
+            index: RwLock::new(KeyIndex::default()),
             config,
             batches_since_durable: AtomicU64::new(0),
             write_gate: Mutex::new(()),
@@ -237,15 +252,40 @@ impl Store {
             commit_observer: std::sync::OnceLock::new(),
             flusher,
         };
+        let started = std::time::Instant::now();
+        store.rebuild_index()?;
         let t = store.read_tables()?;
         tracing::info!(
             path = %store.config.path.display(),
             revision = t.current,
             compact_revision = t.compact,
             applied_index = t.applied.index,
+            keys = read_index(&store.index).len(),
+            index_built_in = ?started.elapsed(),
             "mvcc store opened"
         );
         Ok(store)
+    }
+
+    /// Builds the key index anew from the last commit: at open, after an install, and after
+    /// a batch that changed the index was not committed.
+    pub(crate) fn rebuild_index(&self) -> Result<()> {
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let t = self.read_tables()?;
+        *index = KeyIndex::build(&t.kvs, t.compact, t.installs)?;
+        Ok(())
+    }
+
+    /// Runs a read on a fresh transaction, again if it raced a compaction or an install.
+    fn read<T>(&self, f: impl Fn(&View<'_, ReadKvs>) -> Result<T>) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            let t = self.read_tables()?;
+            match f(&t.view(&self.index)) {
+                Err(MvccError::ReadRaced) if attempt < READ_ATTEMPTS => attempt += 1,
+                r => return r,
+            }
+        }
     }
 
     /// Sets the observer of commit durations; only the first call takes effect.
@@ -316,16 +356,34 @@ impl Store {
         } else {
             Durability::None
         });
-        let out = {
-            let mut batch = Batch::open(&txn, self.config.max_txn_ops)?;
-            match f(&mut batch) {
+        let (out, index_changed, compacted_to) = {
+            let mut batch = Batch::open(&txn, &self.index, self.config.max_txn_ops)?;
+            let out = f(&mut batch);
+            let (index_changed, compacted_to) = (batch.index_changed, batch.compacted_to);
+            let out = match out {
                 Ok(out) => batch.finish().map(|()| out),
                 Err(e) => Err(e),
-            }
+            };
+            (out, index_changed, compacted_to)
         };
+        let out = match out {
+            Ok(out) => self.commit(txn).map(|()| out),
+            Err(e) => txn.abort().map_err(MvccError::from).and(Err(e)),
+        };
+        if out.is_err() && index_changed {
+            // The index holds changes that are not on disk; make it match the disk again.
+            if let Err(e) = self.rebuild_index() {
+                tracing::error!(error = %e, "mvcc store: key index not rebuilt after a failed batch");
+            }
+        }
         match out {
             Ok(out) => {
-                self.commit(txn)?;
+                if let Some(rev) = compacted_to {
+                    self.index
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .compact(rev);
+                }
                 self.bump_generation();
                 if durable {
                     self.batches_since_durable.store(0, Ordering::Release);
@@ -334,10 +392,7 @@ impl Store {
                 }
                 Ok(out)
             }
-            Err(e) => {
-                txn.abort()?;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 
@@ -371,10 +426,10 @@ impl Store {
     pub(crate) fn tables_in(txn: &redb::ReadTransaction) -> Result<ReadTables> {
         let meta = txn.open_table(META)?;
         Ok(ReadTables {
-            hist: txn.open_table(HIST)?,
-            live: txn.open_table(LIVE)?,
+            kvs: txn.open_table(KVS)?,
             current: to_rev(meta_get(&meta, META_REV)?)?,
             compact: to_rev(meta_get(&meta, META_COMPACT)?)?,
+            installs: meta_get(&meta, META_INSTALLS)?,
             applied: AppliedIndex {
                 index: meta_get(&meta, META_APPLIED_INDEX)?,
                 term: meta_get(&meta, META_APPLIED_TERM)?,
@@ -399,17 +454,12 @@ impl Store {
 
     /// etcd's Range, served from a consistent snapshot of the last commit.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        self.read_tables()?.view().range(req)
+        self.read(|view| view.range(req))
     }
 
-    /// The kv of one key at the latest revision (the fast path: one table, one lookup).
+    /// The kv of one key at the latest revision.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let txn = self.db().begin_read()?;
-        let live = txn.open_table(LIVE)?;
-        match live.get(key)? {
-            Some(g) => Ok(Some(crate::layout::decode_live(key, g.value(), true)?)),
-            None => Ok(None),
-        }
+        self.read(|view| view.get_latest(key, true))
     }
 
     /// The changes at revisions `>= start_revision` to keys of `(key, range_end)`, in revision
@@ -426,72 +476,62 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<crate::types::Event>> {
         use crate::types::{Event, EventKind};
-        let txn = self.db().begin_read()?;
-        let t = Self::tables_in(&txn)?;
-        if start_revision <= t.compact {
-            return Err(MvccError::Compacted);
-        }
-        let range = KeyRange::new(key, range_end);
-        let revs = txn.open_table(REVS)?;
-        let hist = txn.open_table(HIST)?;
-        let mut out = Vec::new();
-        for e in revs.range((start_revision, i64::MIN)..)? {
-            let (k, v) = e?;
-            let (main, sub) = k.value();
-            let key = v.value();
-            if !range.contains(key) {
-                continue;
+        self.read(|view| {
+            if start_revision <= view.compact {
+                return Err(MvccError::Compacted);
             }
-            let Some(rec) = hist.get((key, main, sub))? else {
-                return Err(MvccError::Corruption(format!(
-                    "revs entry {main}.{sub} without history"
-                )));
-            };
-            let kv = crate::layout::decode_hist(key, main, rec.value(), true)?;
-            let lo: (&[u8], i64, i64) = (key, i64::MIN, i64::MIN);
-            let here: (&[u8], i64, i64) = (key, main, sub);
-            let prev_kv = match hist.range(lo..here)?.next_back() {
-                Some(p) => {
-                    let (pk, pv) = p?;
-                    crate::layout::decode_hist(key, pk.value().1, pv.value(), true)?
+            let range = KeyRange::new(key, range_end);
+            let mut out = Vec::new();
+            for e in view.kvs.range((start_revision, i64::MIN)..)? {
+                let (k, v) = e?;
+                let (main, sub) = k.value();
+                let record = v.value();
+                let (key, _) = crate::layout::record_key(record)?;
+                if !range.contains(key) {
+                    continue;
                 }
-                None => None,
-            };
-            out.push(match kv {
-                Some(kv) => Event {
-                    kind: EventKind::Put,
-                    kv,
-                    prev_kv,
-                },
-                None => Event {
-                    kind: EventKind::Delete,
-                    kv: KeyValue {
-                        key: key.to_vec(),
-                        mod_revision: main,
-                        ..KeyValue::default()
+                let before = view.index()?.before(key, main, sub);
+                let prev_kv = match before {
+                    Some(c) if !c.tombstone => Some(view.fetch(c.main, c.sub, true)?),
+                    _ => None,
+                };
+                out.push(match crate::layout::decode_record(main, record, true)? {
+                    Some(kv) => Event {
+                        kind: EventKind::Put,
+                        kv,
+                        prev_kv,
                     },
-                    prev_kv,
-                },
-            });
-            if limit > 0 && out.len() >= limit {
-                break;
+                    None => Event {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            key: key.to_vec(),
+                            mod_revision: main,
+                            ..KeyValue::default()
+                        },
+                        prev_kv,
+                    },
+                });
+                if limit > 0 && out.len() >= limit {
+                    break;
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// A read-only txn (only range ops), served without a new revision; a txn with a write
     /// gives [`MvccError::NotReadOnly`].
     pub fn txn_read(&self, req: &TxnRequest) -> Result<TxnResponse> {
-        let t = self.read_tables()?;
-        let mut resp = crate::txn::read_txn(&t.view(), req, self.config.max_txn_ops)?;
-        resp.revision = t.current;
-        Ok(resp)
+        self.read(|view| {
+            let mut resp = crate::txn::read_txn(view, req, self.config.max_txn_ops)?;
+            resp.revision = view.current;
+            Ok(resp)
+        })
     }
 
-    /// etcd's HashKV: CRC32C over every stored (key, revision, record) at or below
-    /// `revision` (`<= 0` = current), in key then revision order. Two stores with the same
-    /// history and the same compaction revision hash equal.
+    /// etcd's HashKV: CRC32C over every stored (revision, record) at or below `revision`
+    /// (`<= 0` = current), in revision order. Two stores with the same history and the same
+    /// compaction revision hash equal.
     pub fn hash_kv(&self, revision: i64) -> Result<HashKv> {
         let t = self.read_tables()?;
         let rev = if revision <= 0 { t.current } else { revision };
@@ -502,14 +542,9 @@ impl Store {
             return Err(MvccError::Compacted);
         }
         let mut h = 0u32;
-        for e in t.hist.iter()? {
+        for e in t.kvs.range(..=(rev, i64::MAX))? {
             let (k, v) = e?;
-            let (key, main, sub) = k.value();
-            if main > rev {
-                continue;
-            }
-            h = crc32c::crc32c_append(h, &(key.len() as u64).to_le_bytes());
-            h = crc32c::crc32c_append(h, key);
+            let (main, sub) = k.value();
             h = crc32c::crc32c_append(h, &main.to_le_bytes());
             h = crc32c::crc32c_append(h, &sub.to_le_bytes());
             h = crc32c::crc32c_append(h, v.value());
@@ -553,15 +588,15 @@ impl Store {
     /// Every kv of `(key, range_end)` at `revision` (`<= 0` = latest), in key order, without
     /// limit: a convenience over [`Store::range`].
     pub fn scan(&self, key: &[u8], range_end: &[u8], revision: i64) -> Result<Vec<KeyValue>> {
-        let t = self.read_tables()?;
-        let view = t.view();
-        let rev = view.resolve_rev(revision)?;
-        let mut out = Vec::new();
-        view.for_each(&KeyRange::new(key, range_end), rev, true, |kv| {
-            out.push(kv);
-            Ok(())
-        })?;
-        Ok(out)
+        self.read(|view| {
+            let rev = view.resolve_rev(revision)?;
+            let mut out = Vec::new();
+            view.for_each(&KeyRange::new(key, range_end), rev, true, |kv| {
+                out.push(kv);
+                Ok(())
+            })?;
+            Ok(out)
+        })
     }
 }
 
@@ -598,9 +633,7 @@ impl Store {
             u.metadata_bytes += s.metadata_bytes();
             u.fragmented_bytes += s.fragmented_bytes();
         };
-        add(txn.open_table(HIST)?.stats()?);
-        add(txn.open_table(LIVE)?.stats()?);
-        add(txn.open_table(REVS)?.stats()?);
+        add(txn.open_table(KVS)?.stats()?);
         add(txn.open_table(LEASES)?.stats()?);
         add(txn.open_table(LEASE_KEYS)?.stats()?);
         add(txn.open_table(META)?.stats()?);

@@ -134,3 +134,33 @@ fn sync_makes_everything_durable() {
     let crashed = Store::open(Config::new(&crash_path)).unwrap();
     assert_eq!(fingerprint(&crashed), fingerprint(&s));
 }
+
+#[test]
+fn a_store_file_of_the_first_layout_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    {
+        // What the first layout left in `meta`: counters, no layout version.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let mut t = txn.open_table(meta).unwrap();
+            t.insert("current_revision", 40).unwrap();
+            t.insert("applied_index", 90).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = Store::open(Config::new(&path)).err().expect("refused");
+    assert!(
+        matches!(
+            err,
+            MvccError::Layout {
+                found: 1,
+                expected: 2
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("etcdctl snapshot save"), "{err}");
+}
