@@ -14,9 +14,14 @@
 //! non-durable commits only lazily: in the benchmark, 170 batches of 1,000 random overwrites
 //! on 100k keys grew the file to 2 GiB with 64 batches per fsync, against 129 MiB with
 //! every batch fsynced, at about the same put rate. Raise it only where fsync is costly and
-//! the disk has room. Above 1, a background thread writes the non-durable commits' pages
-//! back as they come (see `Flusher`), so that the durable commit does not wait for all of
-//! them at once.
+//! the disk has room.
+//!
+//! No background thread writes the pages of non-durable commits back ahead of the durable
+//! one. With the former layout (a leaf per key per table) a durable commit waited 16-64 ms
+//! for its predecessors' pages and one did help; with changes appended by revision, the
+//! batches in between rewrite mostly the same few pages, written once by the durable
+//! commit, and writing them back after every batch cost 7-15% more CPU per put (alternating
+//! runs of 64 clients on 3 members: 4,741-5,446 against 5,311-6,363 puts/s).
 //!
 //! After a crash, redb reopens at the last durable commit: the data and the applied index of
 //! that moment, exactly. Every batch after it is lost *together with* its applied index, so
@@ -140,56 +145,6 @@ pub struct Store {
     /// One defragmentation at a time.
     pub(crate) defrag_gate: Mutex<()>,
     commit_observer: std::sync::OnceLock<CommitObserver>,
-    /// Wakes the background writer of the file's dirty pages, when commits are not all
-    /// durable (see [`Flusher`]).
-    flusher: Option<Flusher>,
-}
-
-/// Writes the pages of non-durable commits back to disk on a thread of its own, so that the
-/// next durable commit's fsync, which runs under the write gate on the applying thread, finds
-/// little left to write. Without it, every `durable_every_batches`-th apply waited for all
-/// the pages of the batches before it (16-64 ms under a put load, against under 1 ms for
-/// the others), and the node's answers and acknowledgements with it.
-///
-/// It changes no durability guarantee: a redb file's pages reachable from its last durable
-/// header are never overwritten in place, so writing other pages early is what the kernel's
-/// own writeback may do at any moment anyway. It only ever makes more data durable.
-struct Flusher {
-    wake: std::sync::mpsc::SyncSender<()>,
-}
-
-impl Flusher {
-    /// Starts the thread for the file at `path`; it ends when the flusher is dropped. `None`
-    /// (with a warning) if no thread can be started: the store works without it, only with
-    /// longer durable commits.
-    fn start(path: PathBuf) -> Option<Flusher> {
-        // One pending wake is enough: a wake during a flush means one more flush after it.
-        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-        let spawned = std::thread::Builder::new()
-            .name("mvcc-flusher".into())
-            .spawn(move || {
-                while woken.recv().is_ok() {
-                    // Opened by path each time: a defragmentation renames a new file over it.
-                    // A failure here costs only time: the durable commit fsyncs anyway, and
-                    // reports its own errors.
-                    if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_data()) {
-                        tracing::debug!(path = %path.display(), error = %e, "background flush failed");
-                    }
-                }
-            });
-        match spawned {
-            Ok(_) => Some(Flusher { wake }),
-            Err(e) => {
-                tracing::warn!(error = %e, "mvcc store: no background flusher thread");
-                None
-            }
-        }
-    }
-
-    /// Asks for a flush, unless one is already asked for.
-    fn wake(&self) {
-        let _ = self.wake.try_send(());
-    }
 }
 
 /// Locks a mutex that guards no data of its own: a panic while it was held leaves nothing
@@ -236,11 +191,6 @@ impl Store {
             txn.open_table(crate::layout::AUX)?;
         }
         txn.commit()?;
-        let flusher = if config.durable_every_batches > 1 {
-            Flusher::start(config.path.clone())
-        } else {
-            None
-        };
         let store = Store {
             db: RwLock::new(Arc::new(db)),
             index: RwLock::new(KeyIndex::default()),
@@ -250,7 +200,6 @@ impl Store {
             generation: AtomicU64::new(0),
             defrag_gate: Mutex::new(()),
             commit_observer: std::sync::OnceLock::new(),
-            flusher,
         };
         let started = std::time::Instant::now();
         store.rebuild_index()?;
@@ -387,8 +336,6 @@ impl Store {
                 self.bump_generation();
                 if durable {
                     self.batches_since_durable.store(0, Ordering::Release);
-                } else if let Some(flusher) = &self.flusher {
-                    flusher.wake();
                 }
                 Ok(out)
             }

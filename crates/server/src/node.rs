@@ -35,6 +35,10 @@ use crate::metrics::{Histogram, NodeMetrics};
 
 /// Most inputs handled before the next ready, so one fsync covers them.
 const INPUT_BATCH_MAX: usize = 4096;
+/// How long queued reads wait for the read-index round in flight before they get a round of
+/// their own: long enough for any answered round, short enough that a lost one (a message
+/// dropped on the way to the leader) costs little.
+const READ_ROUND_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The replicated state machine the driver applies committed entries to.
 pub trait StateMachine: Send + 'static {
@@ -377,6 +381,7 @@ pub fn start<SM: StateMachine, T: Transport>(
         next_proposal_id: proposal_id_base(options.raft.id),
         queued_reads: Vec::new(),
         reads_in_flight: HashMap::new(),
+        read_round_sent: None,
         reads_awaiting_apply: BTreeMap::new(),
         next_read_context: 0,
         conf_waiters: Vec::new(),
@@ -491,6 +496,8 @@ struct Driver<SM: StateMachine, T> {
     queued_reads: Vec<ReadReply>,
     /// Read-index requests sent, by context.
     reads_in_flight: HashMap<u64, Vec<ReadReply>>,
+    /// When the newest read-index request was sent.
+    read_round_sent: Option<std::time::Instant>,
     /// Reads confirmed at an index not yet applied.
     reads_awaiting_apply: BTreeMap<Index, Vec<ReadReply>>,
     next_read_context: u64,
@@ -595,6 +602,10 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
             self.request_read_index();
             self.drain_ready()?;
+            // A round that just ended lets the reads queued behind it go at once.
+            if self.request_read_index() {
+                self.drain_ready()?;
+            }
         }
     }
 
@@ -688,10 +699,21 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
     }
 
-    /// Asks the leader for one read index covering every queued read.
-    fn request_read_index(&mut self) {
+    /// Asks the leader for one read index covering every queued read; returns whether it
+    /// did. One round at a time: reads that arrive while one is out ride on the next, so a
+    /// read load makes as many rounds as the quorum answers, not one per turn of the loop
+    /// (each round is a heartbeat to every follower and back). A round out for longer than
+    /// [`READ_ROUND_WAIT_MAX`] no longer holds the queue back.
+    fn request_read_index(&mut self) -> bool {
         if self.queued_reads.is_empty() {
-            return;
+            return false;
+        }
+        let round_out = !self.reads_in_flight.is_empty()
+            && self
+                .read_round_sent
+                .is_some_and(|sent| sent.elapsed() < READ_ROUND_WAIT_MAX);
+        if round_out {
+            return false;
         }
         self.next_read_context += 1;
         let context = self.next_read_context;
@@ -702,6 +724,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         {
             Ok(()) => {
                 self.reads_in_flight.insert(context, reads);
+                self.read_round_sent = Some(std::time::Instant::now());
             }
             Err(err) => {
                 let err = NodeError::from(err);
@@ -710,6 +733,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 }
             }
         }
+        true
     }
 
     fn drain_ready(&mut self) -> Result<(), NodeError> {
