@@ -34,7 +34,7 @@
 //! per GiB.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
@@ -134,6 +134,9 @@ pub struct Store {
     db: RwLock<Arc<Database>>,
     /// Every key's revisions (see the `index` module). Written under the write gate only.
     pub(crate) index: RwLock<KeyIndex>,
+    /// Set while a batch runs, cleared once the index matches the file again: still set
+    /// when the next batch starts, it makes that batch rebuild the index first.
+    index_suspect: AtomicBool,
     pub(crate) config: Config,
     batches_since_durable: AtomicU64,
     /// Held by every writer for the whole of its transaction, and by a defragmentation
@@ -194,6 +197,7 @@ impl Store {
         let store = Store {
             db: RwLock::new(Arc::new(db)),
             index: RwLock::new(KeyIndex::default()),
+            index_suspect: AtomicBool::new(false),
             config,
             batches_since_durable: AtomicU64::new(0),
             write_gate: Mutex::new(()),
@@ -297,6 +301,12 @@ impl Store {
     /// swallowed it.
     pub fn apply<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<R>) -> Result<R> {
         let _gate = self.write_gate();
+        if self.index_suspect.load(Ordering::Acquire) {
+            // A batch before this one ended without its index changes undone (a panic in
+            // it, or a rebuild that failed): its revisions would be handed out again.
+            self.rebuild_index()?;
+        }
+        self.index_suspect.store(true, Ordering::Release);
         let n = self.batches_since_durable.fetch_add(1, Ordering::AcqRel) + 1;
         let durable = n >= self.config.durable_every_batches;
         let mut txn = self.db().begin_write()?;
@@ -319,11 +329,20 @@ impl Store {
             Ok(out) => self.commit(txn).map(|()| out),
             Err(e) => txn.abort().map_err(MvccError::from).and(Err(e)),
         };
-        if out.is_err() && index_changed {
+        let index_matches_disk = if out.is_err() && index_changed {
             // The index holds changes that are not on disk; make it match the disk again.
-            if let Err(e) = self.rebuild_index() {
-                tracing::error!(error = %e, "mvcc store: key index not rebuilt after a failed batch");
+            match self.rebuild_index() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "mvcc store: key index not rebuilt after a failed batch");
+                    false
+                }
             }
+        } else {
+            true
+        };
+        if index_matches_disk {
+            self.index_suspect.store(false, Ordering::Release);
         }
         match out {
             Ok(out) => {

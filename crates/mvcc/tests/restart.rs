@@ -164,3 +164,27 @@ fn a_store_file_of_the_first_layout_is_refused_with_a_reason() {
     );
     assert!(err.to_string().contains("etcdctl snapshot save"), "{err}");
 }
+
+#[test]
+fn a_batch_that_panics_leaves_nothing_behind_in_reads_or_revisions() {
+    let t = TestStore::new();
+    t.put("kept", "1");
+    let before = t.s().current_revision().unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = t.s().apply(|b| -> Result<()> {
+            b.begin_entry(100, 1);
+            b.put(&put_req("lost", "x")).unwrap();
+            panic!("a bug in the caller, mid-batch");
+        });
+    }));
+    assert!(panicked.is_err());
+    // The next batch reuses the lost revision; it must not inherit the lost key.
+    t.index.store(100, std::sync::atomic::Ordering::SeqCst);
+    let resp = t.put("next", "2");
+    assert_eq!(resp.revision, before + 1);
+    assert_eq!(t.s().get(b"lost").unwrap(), None);
+    let all = t.s().scan(b"\0", b"\0", 0).unwrap();
+    let keys: Vec<_> = all.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [&b"kept"[..], &b"next"[..]]);
+    assert_eq!(all[1].value, b"2");
+}

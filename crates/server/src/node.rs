@@ -381,7 +381,7 @@ pub fn start<SM: StateMachine, T: Transport>(
         next_proposal_id: proposal_id_base(options.raft.id),
         queued_reads: Vec::new(),
         reads_in_flight: HashMap::new(),
-        read_round_sent: None,
+        read_round: None,
         reads_awaiting_apply: BTreeMap::new(),
         next_read_context: 0,
         conf_waiters: Vec::new(),
@@ -496,8 +496,8 @@ struct Driver<SM: StateMachine, T> {
     queued_reads: Vec<ReadReply>,
     /// Read-index requests sent, by context.
     reads_in_flight: HashMap<u64, Vec<ReadReply>>,
-    /// When the newest read-index request was sent.
-    read_round_sent: Option<std::time::Instant>,
+    /// The newest read-index request (its context) and when it was sent.
+    read_round: Option<(u64, std::time::Instant)>,
     /// Reads confirmed at an index not yet applied.
     reads_awaiting_apply: BTreeMap<Index, Vec<ReadReply>>,
     next_read_context: u64,
@@ -708,10 +708,11 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if self.queued_reads.is_empty() {
             return false;
         }
-        let round_out = !self.reads_in_flight.is_empty()
-            && self
-                .read_round_sent
-                .is_some_and(|sent| sent.elapsed() < READ_ROUND_WAIT_MAX);
+        // Only the newest round counts: an older one that was lost waits for its
+        // readers' deadlines or a leader change, and must not slow every round after it.
+        let round_out = self.read_round.is_some_and(|(context, sent)| {
+            self.reads_in_flight.contains_key(&context) && sent.elapsed() < READ_ROUND_WAIT_MAX
+        });
         if round_out {
             return false;
         }
@@ -724,7 +725,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         {
             Ok(()) => {
                 self.reads_in_flight.insert(context, reads);
-                self.read_round_sent = Some(std::time::Instant::now());
+                self.read_round = Some((context, std::time::Instant::now()));
             }
             Err(err) => {
                 let err = NodeError::from(err);

@@ -96,6 +96,8 @@ pub fn from_mvcc(err: &MvccError) -> Status {
         | MvccError::LeaseProvided => Code::InvalidArgument,
         MvccError::LeaseNotFound => Code::NotFound,
         MvccError::LeaseExists => Code::FailedPrecondition,
+        // A read that kept racing compactions: clients retry Unavailable.
+        MvccError::ReadRaced => Code::Unavailable,
         _ => Code::Unknown,
     };
     Status::new(code, err.to_string())
@@ -130,6 +132,7 @@ mod tests {
             "etcdserver: duplicate key given in txn request"
         );
         assert_eq!(from_mvcc(&MvccError::LeaseNotFound).code(), Code::NotFound);
+        assert_eq!(from_mvcc(&MvccError::ReadRaced).code(), Code::Unavailable);
     }
 
     #[test]
