@@ -43,7 +43,7 @@ type KvsTable<'t> = Table<'t, KvsKey, &'static [u8]>;
 /// Each change goes to `kvs` and, right after, to the store's key index, so that later
 /// requests of the batch see it; readers of older transactions do not, as they read the
 /// index at their own revision. If the batch is not committed, the store rebuilds the index.
-/// A compaction's changes to the index wait for the commit (see [`Batch::compacted_to`]),
+/// A compaction's changes to the index wait for the commit (the batch's `compacted_to`),
 /// since readers of older transactions may still need what it drops.
 pub struct Batch<'t> {
     pub(crate) kvs: KvsTable<'t>,
@@ -162,8 +162,13 @@ impl<'t> Batch<'t> {
     }
 
     /// Stores one change: the record in `kvs`, then its revision in the key index.
-    fn store_change(&mut self, key: &[u8], main: i64, sub: i64, record: &[u8]) -> Result<()> {
-        let tombstone = crate::layout::record_key(record)?.1;
+    fn store_change(
+        &mut self,
+        key: &[u8],
+        (main, sub): KvsKey,
+        record: &[u8],
+        tombstone: bool,
+    ) -> Result<()> {
         self.kvs.insert((main, sub), record)?;
         self.index_changed = true;
         self.index
@@ -387,7 +392,7 @@ impl<'t> Batch<'t> {
             lease,
         };
         let key = req.key.as_slice();
-        self.store_change(key, main, sub, &encode_put(&kv))?;
+        self.store_change(key, (main, sub), &encode_put(&kv), false)?;
         let prev_lease = prev.as_ref().map_or(0, |p| p.lease);
         if prev_lease != lease {
             if prev_lease != 0 {
@@ -427,7 +432,7 @@ impl<'t> Batch<'t> {
         for kv in &victims {
             let key = kv.key.as_slice();
             let sub = self.sub;
-            self.store_change(key, main, sub, &encode_tombstone(key))?;
+            self.store_change(key, (main, sub), &encode_tombstone(key), true)?;
             if kv.lease != 0 {
                 self.lease_keys.remove((kv.lease, key))?;
             }
