@@ -14,7 +14,7 @@ use std::sync::{PoisonError, RwLock};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{MvccError, Result};
-use crate::index::KeyIndex;
+use crate::index::{Generation, KeyIndex};
 use crate::key_range::KeyRange;
 use crate::layout::{
     encode_put, encode_tombstone, AUX, KVS, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
@@ -62,6 +62,8 @@ pub struct Batch<'t> {
     pub(crate) sub: i64,
     pub(crate) max_txn_ops: usize,
     events: Option<Vec<Event>>,
+    /// Whether recorded events carry the kv before each change (it costs a read per put).
+    events_prev_kv: bool,
     fatal: Option<String>,
     /// Whether the key index was changed (it must be rebuilt if the batch is dropped).
     pub(crate) index_changed: bool,
@@ -98,6 +100,7 @@ impl<'t> Batch<'t> {
             sub: 0,
             max_txn_ops,
             events: None,
+            events_prev_kv: false,
             fatal: None,
             index_changed: false,
             compacted_to: None,
@@ -139,10 +142,13 @@ impl<'t> Batch<'t> {
     }
 
     /// Starts recording [`Event`]s for watchers (off by default: it copies every kv).
-    pub fn record_events(&mut self) {
+    /// With `prev_kv` false, events leave [`Event::prev_kv`] out: a put then reads no
+    /// record but its own key's index entry.
+    pub fn record_events(&mut self, prev_kv: bool) {
         if self.events.is_none() {
             self.events = Some(Vec::new());
         }
+        self.events_prev_kv |= prev_kv;
     }
 
     /// Takes the events recorded so far, in revision order.
@@ -167,15 +173,24 @@ impl<'t> Batch<'t> {
         key: &[u8],
         (main, sub): KvsKey,
         record: &[u8],
-        tombstone: bool,
+        put: Option<Generation>,
     ) -> Result<()> {
         self.kvs.insert((main, sub), record)?;
         self.index_changed = true;
         self.index
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .record(key, main, sub, tombstone);
+            .record(key, main, sub, put);
         Ok(())
+    }
+
+    /// What the key's last change made of it, if it exists: from the index, which the
+    /// batch keeps up to date with its own writes.
+    fn last_put(&self, key: &[u8]) -> Option<Generation> {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_put(key)
     }
 
     /// The revision of the request in progress, or the current one if it changed nothing yet.
@@ -355,9 +370,7 @@ impl<'t> Batch<'t> {
     /// Validates a put against the state before it (etcd's order of checks).
     pub(crate) fn check_put(&self, req: &PutRequest) -> Result<()> {
         check_put_static(req)?;
-        if (req.ignore_value || req.ignore_lease)
-            && self.view().get_latest(&req.key, false)?.is_none()
-        {
+        if (req.ignore_value || req.ignore_lease) && self.last_put(&req.key).is_none() {
             return Err(MvccError::KeyNotFound);
         }
         if req.lease != 0 && self.leases.get(req.lease)?.is_none() {
@@ -368,20 +381,30 @@ impl<'t> Batch<'t> {
 
     /// Writes a validated put at the revision of the request in progress.
     pub(crate) fn put_in_request(&mut self, req: &PutRequest) -> Result<PutResponse> {
-        let prev = self.view().get_latest(&req.key, true)?;
+        let before = self.last_put(&req.key);
+        // The record before is read only when something asks for its value.
+        let prev = if before.is_some()
+            && (req.prev_kv || req.ignore_value || (self.events.is_some() && self.events_prev_kv))
+        {
+            self.view().get_latest(&req.key, true)?
+        } else {
+            None
+        };
         let main = self.current + 1;
         let sub = self.sub;
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+        let (create_revision, version) = match before {
+            Some(b) => (b.create_revision, b.version + 1),
             None => (main, 1),
         };
         let value = match (&prev, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (&prev, req.ignore_lease) {
-            (Some(p), true) => p.lease,
-            _ => req.lease,
+        let prev_lease = before.map_or(0, |b| b.lease);
+        let lease = if req.ignore_lease {
+            prev_lease
+        } else {
+            req.lease
         };
         let kv = KeyValue {
             key: req.key.clone(),
@@ -392,8 +415,12 @@ impl<'t> Batch<'t> {
             lease,
         };
         let key = req.key.as_slice();
-        self.store_change(key, (main, sub), &encode_put(&kv), false)?;
-        let prev_lease = prev.as_ref().map_or(0, |p| p.lease);
+        let generation = Generation {
+            create_revision,
+            version,
+            lease,
+        };
+        self.store_change(key, (main, sub), &encode_put(&kv), Some(generation))?;
         if prev_lease != lease {
             if prev_lease != 0 {
                 self.lease_keys.remove((prev_lease, key))?;
@@ -403,16 +430,17 @@ impl<'t> Batch<'t> {
             }
         }
         self.sub += 1;
+        let prev_kv = if req.prev_kv { prev.clone() } else { None };
         if let Some(events) = &mut self.events {
             events.push(Event {
                 kind: EventKind::Put,
                 kv,
-                prev_kv: prev.clone(),
+                prev_kv: prev,
             });
         }
         Ok(PutResponse {
             revision: 0,
-            prev_kv: if req.prev_kv { prev } else { None },
+            prev_kv,
         })
     }
 
@@ -422,7 +450,7 @@ impl<'t> Batch<'t> {
         range: &KeyRange,
         want_prev: bool,
     ) -> Result<DeleteRangeResponse> {
-        let with_value = want_prev || self.events.is_some();
+        let with_value = want_prev || (self.events.is_some() && self.events_prev_kv);
         let mut victims = Vec::new();
         self.view().for_each(range, None, with_value, |kv| {
             victims.push(kv);
@@ -432,7 +460,7 @@ impl<'t> Batch<'t> {
         for kv in &victims {
             let key = kv.key.as_slice();
             let sub = self.sub;
-            self.store_change(key, (main, sub), &encode_tombstone(key), true)?;
+            self.store_change(key, (main, sub), &encode_tombstone(key), None)?;
             if kv.lease != 0 {
                 self.lease_keys.remove((kv.lease, key))?;
             }
@@ -445,7 +473,7 @@ impl<'t> Batch<'t> {
                         mod_revision: main,
                         ..KeyValue::default()
                     },
-                    prev_kv: Some(kv.clone()),
+                    prev_kv: self.events_prev_kv.then(|| kv.clone()),
                 });
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! `kvs` holds changes by revision (see `layout`); this index answers which revision of a
 //! key is visible at a given store revision, and which keys a range holds. It keeps no
-//! values, only each change's revision and whether it was a deletion. It is built by one
+//! values, only each change's revision and whether it was a deletion, plus the create
+//! revision, version and lease of each key's last put, so that a put finds what it needs
+//! to write its record without reading the one before (as etcd's key index does). It is built by one
 //! scan of `kvs` when the store opens or installs a snapshot, then kept in step by the write
 //! path.
 //!
@@ -17,7 +19,7 @@ use std::ops::Bound;
 use redb::ReadableTable;
 
 use crate::error::Result;
-use crate::layout::record_key;
+use crate::layout::record_generation;
 
 /// One change of a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +35,26 @@ impl Change {
     }
 }
 
-/// Every key's changes, oldest first.
+/// What a key's last put made of it: what the next put of the key carries on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Generation {
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+/// One key's changes, oldest first.
+#[derive(Debug)]
+struct KeyHistory {
+    changes: Vec<Change>,
+    /// Of the last change, when that is a put.
+    last_put: Generation,
+}
+
+/// Every key's changes.
 #[derive(Debug, Default)]
 pub(crate) struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, Vec<Change>>,
+    keys: BTreeMap<Vec<u8>, KeyHistory>,
     /// The compaction revision the index has been compacted to.
     compacted: i64,
     /// The `meta` install count of the state the index describes.
@@ -65,8 +83,8 @@ impl KeyIndex {
         for e in kvs.iter()? {
             let (k, v) = e?;
             let (main, sub) = k.value();
-            let (key, tombstone) = record_key(v.value())?;
-            index.record(key, main, sub, tombstone);
+            let (key, put) = record_generation(v.value())?;
+            index.record(key, main, sub, put);
         }
         Ok(index)
     }
@@ -83,22 +101,30 @@ impl KeyIndex {
         self.installs == installs && self.compacted <= compact
     }
 
-    /// Adds a change of `key`; revisions only grow.
-    pub fn record(&mut self, key: &[u8], main: i64, sub: i64, tombstone: bool) {
+    /// Adds a change of `key`: a put making it `put`, or a deletion (`None`). Revisions
+    /// only grow.
+    pub fn record(&mut self, key: &[u8], main: i64, sub: i64, put: Option<Generation>) {
         let change = Change {
             main,
             sub,
-            tombstone,
+            tombstone: put.is_none(),
         };
+        let last_put = put.unwrap_or_default();
         match self.keys.get_mut(key) {
-            Some(changes) => {
-                debug_assert!(changes
+            Some(history) => {
+                debug_assert!(history
+                    .changes
                     .last()
                     .is_none_or(|c| c.revision() < change.revision()));
-                changes.push(change);
+                history.changes.push(change);
+                history.last_put = last_put;
             }
             None => {
-                self.keys.insert(key.to_vec(), vec![change]);
+                let history = KeyHistory {
+                    changes: vec![change],
+                    last_put,
+                };
+                self.keys.insert(key.to_vec(), history);
             }
         }
     }
@@ -106,13 +132,22 @@ impl KeyIndex {
     /// The change of `key` visible at `rev`: its last change at or below `rev`, if that is
     /// not a deletion.
     pub fn get(&self, key: &[u8], rev: i64) -> Option<(i64, i64)> {
-        visible(self.keys.get(key)?, rev)
+        visible(&self.keys.get(key)?.changes, rev)
+    }
+
+    /// What the last change of `key` made of it, if that was a put: the key as the next
+    /// write finds it. (For readers at an older revision, use [`KeyIndex::get`].)
+    pub fn last_put(&self, key: &[u8]) -> Option<Generation> {
+        let history = self.keys.get(key)?;
+        let last = history.changes.last()?;
+        (!last.tombstone).then_some(history.last_put)
     }
 
     /// The last change of `key` before revision `(main, sub)`, deletions included.
     pub fn before(&self, key: &[u8], main: i64, sub: i64) -> Option<Change> {
         self.keys
             .get(key)?
+            .changes
             .iter()
             .rev()
             .find(|c| c.revision() < (main, sub))
@@ -121,8 +156,8 @@ impl KeyIndex {
 
     /// Every key whose last change is a put, with that change's revision, in key order.
     pub fn latest(&self) -> impl Iterator<Item = (&[u8], i64, i64)> + '_ {
-        self.keys.iter().filter_map(|(key, changes)| {
-            let last = changes.last()?;
+        self.keys.iter().filter_map(|(key, history)| {
+            let last = history.changes.last()?;
             (!last.tombstone).then_some((key.as_slice(), last.main, last.sub))
         })
     }
@@ -148,11 +183,11 @@ impl KeyIndex {
             }
         }
         let mut out = Vec::new();
-        for (key, changes) in self.keys.range::<[u8], _>((lower, upper)) {
+        for (key, history) in self.keys.range::<[u8], _>((lower, upper)) {
             if out.len() >= max {
                 break;
             }
-            if let Some((main, sub)) = visible(changes, rev) {
+            if let Some((main, sub)) = visible(&history.changes, rev) {
                 out.push(Visible {
                     key: key.clone(),
                     main,
@@ -169,7 +204,7 @@ impl KeyIndex {
     /// delete from `kvs`; the index itself is changed by [`KeyIndex::compact`].
     pub fn compaction_drops(&self, after: i64, rev: i64) -> Vec<(i64, i64)> {
         let mut dropped = Vec::new();
-        for changes in self.keys.values() {
+        for KeyHistory { changes, .. } in self.keys.values() {
             let from = dropped_by_compaction(changes, after);
             let to = dropped_by_compaction(changes, rev);
             dropped.extend(changes[from..to.max(from)].iter().map(Change::revision));
@@ -180,7 +215,7 @@ impl KeyIndex {
     /// Drops from the index what [`KeyIndex::compaction_drops`] names; returns how many.
     pub fn compact(&mut self, rev: i64) -> usize {
         let mut dropped = 0;
-        self.keys.retain(|_, changes| {
+        self.keys.retain(|_, KeyHistory { changes, .. }| {
             let n = dropped_by_compaction(changes, rev);
             changes.drain(..n);
             dropped += n;
@@ -212,15 +247,37 @@ fn visible(changes: &[Change], rev: i64) -> Option<(i64, i64)> {
 mod tests {
     use super::*;
 
+    fn put(create_revision: i64, version: i64) -> Option<Generation> {
+        Some(Generation {
+            create_revision,
+            version,
+            lease: 0,
+        })
+    }
+
     fn index() -> KeyIndex {
         let mut i = KeyIndex::default();
-        i.record(b"a", 2, 0, false);
-        i.record(b"b", 3, 0, false);
-        i.record(b"a", 4, 0, false);
-        i.record(b"a", 5, 0, true);
-        i.record(b"c", 5, 1, false);
-        i.record(b"a", 6, 0, false);
+        i.record(b"a", 2, 0, put(2, 1));
+        i.record(b"b", 3, 0, put(3, 1));
+        i.record(b"a", 4, 0, put(2, 2));
+        i.record(b"a", 5, 0, None);
+        i.record(b"c", 5, 1, put(5, 1));
+        i.record(b"a", 6, 0, put(6, 1));
         i
+    }
+
+    #[test]
+    fn the_last_put_of_a_key_is_what_a_write_finds() {
+        let mut i = index();
+        assert_eq!(i.last_put(b"a"), put(6, 1));
+        assert_eq!(i.last_put(b"b"), put(3, 1));
+        assert_eq!(i.last_put(b"zz"), None);
+        i.record(b"b", 7, 0, None);
+        assert_eq!(i.last_put(b"b"), None, "deleted");
+        // Compaction keeps each key's last put, and what it says.
+        i.compact(6);
+        assert_eq!(i.last_put(b"a"), put(6, 1));
+        assert_eq!(i.last_put(b"c"), put(5, 1));
     }
 
     #[test]
@@ -273,7 +330,7 @@ mod tests {
             "one change per key is left"
         );
         let mut j = KeyIndex::default();
-        j.record(b"x", 2, 0, true);
+        j.record(b"x", 2, 0, None);
         assert_eq!(j.compaction_drops(i64::MIN, 3), vec![(2, 0)]);
         assert_eq!(j.compaction_drops(3, 4), vec![], "dropped at 3 already");
         j.compact(3);

@@ -27,6 +27,7 @@
 use redb::TableDefinition;
 
 use crate::error::{MvccError, Result};
+use crate::index::Generation;
 use crate::types::KeyValue;
 
 /// Every change of every key, by revision.
@@ -115,25 +116,39 @@ pub(crate) fn record_key(b: &[u8]) -> Result<(&[u8], bool)> {
     Ok((key, tombstone))
 }
 
-/// Decodes the record stored at revision `main`: `None` for a tombstone. `with_value`
-/// false leaves the value empty (keys_only, compares).
-pub(crate) fn decode_record(main: i64, b: &[u8], with_value: bool) -> Result<Option<KeyValue>> {
+/// The key of a record and, for a put, the generation fields the key index keeps
+/// (`None`: a tombstone).
+pub(crate) fn record_generation(b: &[u8]) -> Result<(&[u8], Option<Generation>)> {
     let (key, tombstone) = record_key(b)?;
     if tombstone {
-        return Ok(None);
+        return Ok((key, None));
     }
     let at = HEADER + key.len();
     if b.len() < at + PUT_FIELDS {
         return Err(corrupt(b));
     }
-    Ok(Some(KeyValue {
-        key: key.to_vec(),
+    let generation = Generation {
         create_revision: i64_at(b, at)?,
-        mod_revision: main,
         version: i64_at(b, at + 8)?,
         lease: i64_at(b, at + 16)?,
+    };
+    Ok((key, Some(generation)))
+}
+
+/// Decodes the record stored at revision `main`: `None` for a tombstone. `with_value`
+/// false leaves the value empty (keys_only, compares).
+pub(crate) fn decode_record(main: i64, b: &[u8], with_value: bool) -> Result<Option<KeyValue>> {
+    let (key, Some(generation)) = record_generation(b)? else {
+        return Ok(None);
+    };
+    Ok(Some(KeyValue {
+        key: key.to_vec(),
+        create_revision: generation.create_revision,
+        mod_revision: main,
+        version: generation.version,
+        lease: generation.lease,
         value: if with_value {
-            b[at + PUT_FIELDS..].to_vec()
+            b[HEADER + key.len() + PUT_FIELDS..].to_vec()
         } else {
             Vec::new()
         },
@@ -156,11 +171,21 @@ mod tests {
         };
         let b = encode_put(&kv);
         assert_eq!(record_key(&b).unwrap(), (&b"k1"[..], false));
+        let generation = Generation {
+            create_revision: 3,
+            version: 2,
+            lease: 7,
+        };
+        assert_eq!(
+            record_generation(&b).unwrap(),
+            (&b"k1"[..], Some(generation))
+        );
         assert_eq!(decode_record(9, &b, true).unwrap(), Some(kv.clone()));
         let keys_only = decode_record(9, &b, false).unwrap().unwrap();
         assert!(keys_only.value.is_empty());
         let t = encode_tombstone(b"k1");
         assert_eq!(record_key(&t).unwrap(), (&b"k1"[..], true));
+        assert_eq!(record_generation(&t).unwrap(), (&b"k1"[..], None));
         assert_eq!(decode_record(9, &t, true).unwrap(), None);
         for bad in [&b[..0], &b[..3], &b[..10], &[9u8, 0, 0, 0, 0][..]] {
             assert!(decode_record(9, bad, true).is_err(), "{bad:?}");

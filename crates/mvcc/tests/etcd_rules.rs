@@ -489,7 +489,7 @@ fn events_are_recorded_on_request() {
     t.put("a", "1");
     let events = t
         .entry(|b| {
-            b.record_events();
+            b.record_events(true);
             b.put(&put_req("a", "2"))?;
             b.delete_range(&DeleteRangeRequest {
                 key: b"a".to_vec(),

@@ -90,6 +90,7 @@ impl StateMachine for KvStateMachine {
         let Some(last) = proposals.last() else {
             return Ok(Vec::new());
         };
+        let with_prev_kv = self.hub.wants_prev_kv();
         let (outcomes, revision, events, effects) = self
             .store
             .apply(|batch| {
@@ -100,7 +101,7 @@ impl StateMachine for KvStateMachine {
                     nospace: self.nospace,
                     clock_ms: self.clock_ms,
                 };
-                batch.record_events();
+                batch.record_events(with_prev_kv);
                 let mut outcomes = Vec::with_capacity(proposals.len());
                 for proposal in proposals {
                     if !batch.begin_entry(proposal.index, proposal.term) {
@@ -125,7 +126,7 @@ impl StateMachine for KvStateMachine {
             .map_err(fatal)?;
         // Published only once the batch is committed to the store, so a
         // watcher never sees a change a reader could not.
-        self.hub.publish(revision, events);
+        self.hub.publish(revision, events, with_prev_kv);
         // The leader's lease clocks follow every grant and revocation,
         // whichever member the client asked.
         for change in effects.lease_changes {

@@ -6,7 +6,14 @@
 //! hub; a stream that falls behind the hub's bounded buffer catches up from
 //! the store's history instead (see `grpc::watch`), so a slow watcher costs
 //! no unbounded memory.
+//!
+//! Events carry the kv before each change only while some watcher asked for
+//! it (`prev_kv`): reading it costs every put a read of the record it
+//! replaces. A watcher that asked gets a batch published without them from
+//! the store's history instead, which happens only for batches applied
+//! around the moment it was created.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use raftkv_mvcc::Event;
@@ -22,12 +29,27 @@ pub struct AppliedEvents {
     pub revision: i64,
     /// The changes, in revision order.
     pub events: Vec<Event>,
+    /// Whether the events carry `prev_kv`.
+    pub with_prev_kv: bool,
 }
 
 /// Fans applied events out to watch streams.
 #[derive(Clone, Debug)]
 pub struct WatchHub {
     sender: broadcast::Sender<Arc<AppliedEvents>>,
+    /// Watchers, on any stream, that asked for the kv before each change.
+    prev_kv_watchers: Arc<AtomicUsize>,
+}
+
+/// Held by a watcher that asked for `prev_kv`: while any is held, applied
+/// batches record it.
+#[derive(Debug)]
+pub struct PrevKvInterest(Arc<AtomicUsize>);
+
+impl Drop for PrevKvInterest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for WatchHub {
@@ -40,17 +62,33 @@ impl WatchHub {
     /// A hub with no subscribers.
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(HUB_BATCHES);
-        Self { sender }
+        Self {
+            sender,
+            prev_kv_watchers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether the next batch should record `prev_kv` in its events.
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers.load(Ordering::SeqCst) > 0
+    }
+
+    /// Registers a watcher that wants `prev_kv`, until the value is dropped.
+    pub fn prev_kv_interest(&self) -> PrevKvInterest {
+        self.prev_kv_watchers.fetch_add(1, Ordering::SeqCst);
+        PrevKvInterest(Arc::clone(&self.prev_kv_watchers))
     }
 
     /// Publishes a batch's events (nobody listening is fine).
-    pub fn publish(&self, revision: i64, events: Vec<Event>) {
+    pub fn publish(&self, revision: i64, events: Vec<Event>, with_prev_kv: bool) {
         if events.is_empty() {
             return;
         }
-        let _ = self
-            .sender
-            .send(Arc::new(AppliedEvents { revision, events }));
+        let _ = self.sender.send(Arc::new(AppliedEvents {
+            revision,
+            events,
+            with_prev_kv,
+        }));
     }
 
     /// A new subscription, receiving batches published from now on.

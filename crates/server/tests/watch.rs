@@ -176,6 +176,86 @@ fn watchers_get_history_then_live_changes_in_order_and_once() {
     assert!(server.stop().success());
 }
 
+/// Puts record the kv they replace only while a watcher asked for it, so a
+/// watcher created while puts are applied must still get it on every event,
+/// and a watcher that did not ask must get none. Each asking watcher is
+/// created with no other asking watcher alive, while writers keep the store
+/// busy, so some are likely created while a batch that did not record
+/// `prev_kv` is being applied.
+#[test]
+fn prev_kv_is_on_every_event_for_watchers_that_ask_while_puts_flow() {
+    const WRITERS: usize = 4;
+    const MAX_PUTS: usize = 20_000;
+    const ASKING_WATCHERS: usize = 12;
+    const EVENTS_PER_WATCHER: usize = 40;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    runtime().block_on(async {
+        let kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let (mut kv, stop) = (kv.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..MAX_PUTS {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    put(&mut kv, &format!("p{w}"), &i.to_string()).await;
+                }
+            }));
+        }
+        let number = |kv: &raftkv_proto::mvccpb::KeyValue| {
+            let value = String::from_utf8_lossy(&kv.value).parse::<usize>();
+            (kv.key.clone(), value.expect("a number"))
+        };
+        let watch = |asks: bool| {
+            let mut request = create("p", b"q", 0, 0);
+            if let Some(RequestUnion::CreateRequest(c)) = &mut request.request_union {
+                c.prev_kv = asks;
+            }
+            request
+        };
+        let mut plain = Stream::open(port).await;
+        plain.send(watch(false)).await;
+        assert!(plain.next().await.created);
+        for n in 0..ASKING_WATCHERS {
+            let mut stream = Stream::open(port).await;
+            stream.send(watch(true)).await;
+            assert!(stream.next().await.created);
+            let mut seen = 0;
+            while seen < EVENTS_PER_WATCHER {
+                for event in stream.next().await.events {
+                    let (key, now) = number(event.kv.as_ref().expect("kv"));
+                    let prev = event.prev_kv.as_ref().map(number);
+                    let expected = now.checked_sub(1).map(|before| (key, before));
+                    assert_eq!(prev, expected, "watcher {n}, event {now}");
+                    seen += 1;
+                }
+            }
+            // Gone before the next one is created, so the server stops
+            // recording prev_kv in between.
+            drop(stream);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for writer in writers {
+            writer.await.expect("writer");
+        }
+        let mut seen = 0;
+        while seen < EVENTS_PER_WATCHER {
+            for event in plain.next().await.events {
+                assert_eq!(event.prev_kv, None, "the watcher did not ask");
+                seen += 1;
+            }
+        }
+    });
+    assert!(server.stop().success());
+}
+
 #[test]
 fn a_watcher_far_behind_catches_up_from_history() {
     let dir = tempfile::tempdir().expect("tempdir");

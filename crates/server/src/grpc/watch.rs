@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ServiceContext;
 use crate::convert::kv_to_pb;
-use crate::watch::{AppliedEvents, WatchHub};
+use crate::watch::{AppliedEvents, PrevKvInterest, WatchHub};
 
 /// Responses queued per stream before the stream waits for the client.
 const STREAM_RESPONSES: usize = 128;
@@ -54,7 +54,8 @@ struct Watcher {
     key: Vec<u8>,
     range_end: Vec<u8>,
     range: KeyRange,
-    prev_kv: bool,
+    /// Set when the watcher asked for `prev_kv`.
+    prev_kv: Option<PrevKvInterest>,
     no_put: bool,
     no_delete: bool,
     /// The next revision this watcher has not yet been sent.
@@ -83,7 +84,7 @@ impl Watcher {
                 EventKind::Delete => mvccpb::event::EventType::Delete as i32,
             },
             kv: Some(kv_to_pb(event.kv.clone())),
-            prev_kv: if self.prev_kv {
+            prev_kv: if self.prev_kv.is_some() {
                 event.prev_kv.clone().map(kv_to_pb)
             } else {
                 None
@@ -113,6 +114,7 @@ impl Watch for WatchService {
             progress,
             ctx: self.ctx.clone(),
             hub: self.hub.subscribe(),
+            hub_handle: self.hub.clone(),
             out,
             watchers: BTreeMap::new(),
             next_id: 0,
@@ -129,6 +131,8 @@ struct WatchStream {
     progress: tokio::time::Interval,
     ctx: ServiceContext,
     hub: broadcast::Receiver<Arc<AppliedEvents>>,
+    /// For watchers to say they want `prev_kv`.
+    hub_handle: WatchHub,
     out: mpsc::Sender<pb::WatchResponse>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -243,7 +247,7 @@ impl WatchStream {
             key: create.key.clone(),
             range_end: create.range_end.clone(),
             range,
-            prev_kv: create.prev_kv,
+            prev_kv: create.prev_kv.then(|| self.hub_handle.prev_kv_interest()),
             no_put: create.filters.contains(&(FilterType::Noput as i32)),
             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
             next_revision: if create.start_revision == 0 {
@@ -370,6 +374,13 @@ impl WatchStream {
                 continue;
             };
             if watcher.next_revision > applied.revision {
+                continue;
+            }
+            if watcher.prev_kv.is_some() && !applied.with_prev_kv {
+                // Applied before the store saw this watcher's interest.
+                if !self.catch_up(id).await {
+                    return false;
+                }
                 continue;
             }
             let wanted: Vec<&Event> = applied.events.iter().filter(|e| watcher.wants(e)).collect();
