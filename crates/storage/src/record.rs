@@ -39,6 +39,8 @@ use raftkv_raft::{Entry, EntryKind, HardState, Index, Term};
 
 /// Size of the frame in front of every payload: crc, length and type.
 pub const RECORD_HEADER_BYTES: usize = 9;
+/// Where in a record its type byte is (never zero in a record).
+pub(crate) const RECORD_TYPE_OFFSET: usize = 8;
 
 /// The largest payload the decoder accepts (1 GiB). Writers are limited
 /// further by [`crate::WalConfig::entry_bytes_max`].
@@ -212,7 +214,7 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
     if stored != computed {
         return Err(DecodeError::Checksum { stored, computed });
     }
-    let record = decode_payload(buf[8], &buf[RECORD_HEADER_BYTES..total])?;
+    let record = decode_payload(buf[RECORD_TYPE_OFFSET], &buf[RECORD_HEADER_BYTES..total])?;
     Ok((record, total))
 }
 

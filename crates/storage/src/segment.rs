@@ -8,6 +8,21 @@
 //! first entry written to it was to have. Both are repeated in its header
 //! record, and must agree with the name.
 //!
+//! # Space ahead of the end
+//!
+//! The active segment is kept zero-filled ahead of its last record, up to
+//! [`ZERO_AHEAD_BYTES`] at a time and never past the segment size. An
+//! append that makes the file longer makes the next fdatasync write the
+//! inode (and on ext4 the block allocation) as well as the data; appending
+//! into space that is already written and synced does not. Measured on this
+//! project's test machine with 4 KB appends: 107-112 against 180-224 µs of
+//! CPU and 307-337 against 466-603 µs of wall time per fdatasync. (etcd
+//! preallocates with fallocate, whose unwritten extents still need a
+//! metadata write on the first write to each block.) Zeros are never a
+//! record, so recovery reads an all-zero remainder as free space; a
+//! segment is cut back to its records when the WAL moves on from it, so
+//! only the last segment has such space.
+//!
 //! A segment is created under the name plus `.tmp`, its header (and the
 //! records the WAL carries forward) written and synced, then renamed to its
 //! final name and the directory synced. So a file with a final name always
@@ -33,12 +48,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::record::{decode_record, encode_record, DecodeError, Record};
+use crate::record::{decode_record, encode_record, DecodeError, Record, RECORD_TYPE_OFFSET};
 
 /// Extension of segment files.
 pub(crate) const SEGMENT_EXT: &str = "wal";
 /// Suffix of a segment being created.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// How far ahead of its last record the active segment is zero-filled.
+pub(crate) const ZERO_AHEAD_BYTES: u64 = 1024 * 1024;
+/// Zeros written at a time while filling ahead.
+static ZERO_BLOCK: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// The file name of segment `seq` whose first entry has `first_index`.
 pub(crate) fn file_name(seq: u64, first_index: u64) -> String {
@@ -93,17 +112,24 @@ pub(crate) struct SegmentWriter {
     path: PathBuf,
     file: File,
     seq: u64,
+    /// End of the last record.
     len_bytes: u64,
+    /// Length of the file: beyond `len_bytes` it holds zeros.
+    file_bytes: u64,
+    /// The file is zero-filled ahead up to this length at most.
+    fill_limit: u64,
 }
 
 impl SegmentWriter {
     /// Creates segment `seq` in `dir`, durable (file and directory synced)
     /// when this returns, holding a header and then `preamble`.
+    /// It is zero-filled ahead up to `fill_limit` bytes in all.
     pub(crate) fn create(
         dir: &Path,
         seq: u64,
         first_index: u64,
         preamble: &[Record],
+        fill_limit: u64,
     ) -> Result<Self> {
         let mut buf = Vec::new();
         encode(&Record::SegmentHeader { seq, first_index }, &mut buf, dir)?;
@@ -123,40 +149,92 @@ impl SegmentWriter {
         sync_file(&file).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         sync_dir(dir)?;
+        let len_bytes = buf.len() as u64;
         Ok(Self {
             path,
             file,
             seq,
-            len_bytes: buf.len() as u64,
+            len_bytes,
+            file_bytes: len_bytes,
+            fill_limit,
         })
     }
 
     /// Opens an existing segment for appending after its first `len_bytes`
-    /// bytes, cutting off (and syncing away) anything beyond them.
-    pub(crate) fn open_at(path: PathBuf, seq: u64, len_bytes: u64) -> Result<Self> {
+    /// bytes. What lies beyond them is kept as free space if `zeros_after`
+    /// (the recovery found only zeros there), and otherwise cut off, with a
+    /// sync.
+    pub(crate) fn open_at(
+        path: PathBuf,
+        seq: u64,
+        len_bytes: u64,
+        zeros_after: bool,
+        fill_limit: u64,
+    ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        let on_disk = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        if on_disk != len_bytes {
+        let mut file_bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if file_bytes != len_bytes && !zeros_after {
             file.set_len(len_bytes).map_err(|e| Error::io(&path, e))?;
             sync_file(&file).map_err(|e| Error::io(&path, e))?;
+            file_bytes = len_bytes;
         }
         Ok(Self {
             path,
             file,
             seq,
             len_bytes,
+            file_bytes,
+            fill_limit,
         })
     }
 
     /// Appends `bytes` at the end. Not durable until [`SegmentWriter::sync`].
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let end = self.len_bytes + bytes.len() as u64;
+        if end > self.file_bytes {
+            self.fill_ahead(end)?;
+        }
         write_at(&self.file, bytes, self.len_bytes).map_err(|e| Error::io(&self.path, e))?;
-        self.len_bytes += bytes.len() as u64;
+        self.len_bytes = end;
+        self.file_bytes = self.file_bytes.max(end);
         Ok(())
+    }
+
+    /// Zero-fills the file from `end` (the end of a record about to be
+    /// written) up to [`ZERO_AHEAD_BYTES`] further, within the fill limit.
+    fn fill_ahead(&mut self, end: u64) -> Result<()> {
+        let target = (end + ZERO_AHEAD_BYTES).min(self.fill_limit);
+        let mut at = end;
+        while at < target {
+            let n = (target - at).min(ZERO_BLOCK.len() as u64);
+            write_at(&self.file, &ZERO_BLOCK[..n as usize], at)
+                .map_err(|e| Error::io(&self.path, e))?;
+            at += n;
+        }
+        self.file_bytes = self.file_bytes.max(target);
+        Ok(())
+    }
+
+    /// Cuts the file back to its last record and makes it durable: the WAL
+    /// is about to move on to the next segment.
+    pub(crate) fn close(&mut self) -> Result<()> {
+        if self.file_bytes > self.len_bytes {
+            let cut = || -> io::Result<()> {
+                self.file.set_len(self.len_bytes)?;
+                #[cfg(any(test, feature = "fault-injection"))]
+                crate::fault::check_sync()?;
+                // The length changed, so not a data-only sync.
+                self.file.sync_all()
+            };
+            cut().map_err(|e| Error::io(&self.path, e))?;
+            self.file_bytes = self.len_bytes;
+            return Ok(());
+        }
+        self.sync()
     }
 
     /// Makes everything appended so far durable (fdatasync).
@@ -207,9 +285,10 @@ pub(crate) struct ScanEnd {
 /// Decodes every record of a segment's contents `bytes`, in order, passing
 /// each with its offset and length to `visit`.
 ///
-/// A record that does not decode is, as described in the module docs, a
-/// torn tail (reported in the returned [`ScanEnd`], only if `is_last`) or
-/// corruption (returned as [`Error::Corruption`] naming `path` and the
+/// In the last segment, an all-zero remainder is free space (see the module
+/// docs): the scan ends there with no torn tail. Otherwise a record that does
+/// not decode is, as described in the module docs, a torn tail (reported in
+/// the returned [`ScanEnd`], only if `is_last`) or corruption (returned as [`Error::Corruption`] naming `path` and the
 /// offset). Errors from `visit` stop the scan and are returned.
 pub(crate) fn scan(
     path: &Path,
@@ -226,6 +305,9 @@ pub(crate) fn scan(
                 offset += len;
             }
             Err(err) => {
+                if is_last && bytes[offset..].iter().all(|&b| b == 0) {
+                    break;
+                }
                 if !is_last {
                     return Err(Error::corruption(
                         path,
@@ -255,10 +337,15 @@ pub(crate) fn scan(
 
 /// The first offset at or after `from` where a whole, valid record starts.
 ///
-/// Costs one header check per byte, plus a checksum for every header whose
-/// length fits the file: only run on the damaged end of the last segment.
+/// Costs one header check per byte whose record type would not be zero (a
+/// record's type is never zero, which skips free space quickly), plus a
+/// checksum for every header whose length fits the file: only run on the
+/// damaged end of the last segment.
 fn find_whole_record(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len()).find(|&at| decode_record(&bytes[at..]).is_ok())
+    (from..bytes.len()).find(|&at| {
+        bytes.get(at + RECORD_TYPE_OFFSET).is_some_and(|&t| t != 0)
+            && decode_record(&bytes[at..]).is_ok()
+    })
 }
 
 /// Reads the record of `len` bytes at `offset` in `file` (named `path`).

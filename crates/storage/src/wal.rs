@@ -185,7 +185,7 @@ impl Wal {
     }
 
     fn create_new(dir: PathBuf, config: WalConfig) -> Result<Self> {
-        let active = SegmentWriter::create(&dir, 0, 1, &[])?;
+        let active = SegmentWriter::create(&dir, 0, 1, &[], config.segment_size_bytes)?;
         info!(dir = %dir.display(), "created a new WAL");
         let state = Recovery::new(dir, config);
         let preamble_bytes = active.len_bytes();
@@ -568,7 +568,7 @@ impl Wal {
     /// Syncs the active segment and starts the next one, which opens with
     /// the current snapshot marker and hard state.
     fn roll(&mut self) -> Result<()> {
-        if let Err(err) = self.active.sync() {
+        if let Err(err) = self.active.close() {
             return Err(self.poison(err));
         }
         self.mark_durable();
@@ -584,7 +584,8 @@ impl Wal {
         }
         let seq = self.active.seq() + 1;
         let first_index = self.log.last() + 1;
-        let next = match SegmentWriter::create(&self.dir, seq, first_index, &preamble) {
+        let fill_limit = self.config.segment_size_bytes;
+        let next = match SegmentWriter::create(&self.dir, seq, first_index, &preamble, fill_limit) {
             Ok(next) => next,
             Err(err) => return Err(self.poison(err)),
         };
@@ -706,6 +707,7 @@ impl Recovery {
             let bytes = segment::read_file(path)?;
             let end = self.replay(path, &bytes, seq, *first_index, i == 0, is_last)?;
             let mut valid_len = end.valid_len;
+            let zeros_after = end.torn.is_none();
             if valid_len == 0 && end.torn.is_none() && !is_last {
                 return Err(Error::corruption(path, 0, "segment file is empty"));
             }
@@ -730,7 +732,14 @@ impl Recovery {
             }
             self.info.segments += 1;
             if is_last {
-                active = Some(SegmentWriter::open_at(path.clone(), seq, valid_len)?);
+                let fill_limit = self.config.segment_size_bytes;
+                active = Some(SegmentWriter::open_at(
+                    path.clone(),
+                    seq,
+                    valid_len,
+                    zeros_after,
+                    fill_limit,
+                )?);
             } else {
                 let file = File::open(path).map_err(|e| Error::io(path, e))?;
                 self.segments.insert(

@@ -12,9 +12,10 @@ use std::path::Path;
 use common::{entry, hs, segment_files, small_segments, state_of, State};
 use raftkv_storage::{Error, SnapshotMarker, Wal, WalConfig};
 
-/// Writes a WAL, returning its directory, the final state and the state
-/// before the last record.
-fn build(config: &WalConfig) -> (tempfile::TempDir, State, State) {
+/// Writes a WAL, returning its directory, the final state, the state before
+/// the last record, and where the records of the last segment end (the zeros
+/// after them are free space).
+fn build(config: &WalConfig) -> (tempfile::TempDir, State, State, u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = Wal::open(dir.path(), config.clone()).unwrap();
     wal.append_entries(&[entry(1, 1), entry(2, 1), entry(3, 1)])
@@ -27,25 +28,33 @@ fn build(config: &WalConfig) -> (tempfile::TempDir, State, State) {
     wal.append_entries(&[entry(5, 2)]).unwrap();
     wal.sync().unwrap();
     let last = state_of(&wal);
-    (dir, last, before_last)
+    let records_end = wal.written_position().offset;
+    (dir, last, before_last, records_end)
 }
 
-/// Flips every bit of every segment in turn and checks the outcome; with
+/// Flips every bit of the records of every segment in turn and checks the
+/// outcome (the free space after the last segment's records has its own
+/// test); with
 /// `skip_final_record`, not those of the final record (each flip there costs
 /// an fsync to cut the tail, and another test covers them). Returns
 /// (corruptions, torn tails) counted.
 fn flip_every_bit(config: &WalConfig, skip_final_record: bool) -> (usize, usize) {
-    let (source, full, before_last) = build(config);
+    let (source, full, before_last, records_end) = build(config);
     let files = segment_files(source.path());
     let last_file = files.len() - 1;
-    let last_record_start = fs::metadata(&files[last_file]).unwrap().len()
-        - raftkv_storage::record::entry_record_bytes(entry(5, 2).data.len()) as u64;
+    let last_record_start =
+        records_end - raftkv_storage::record::entry_record_bytes(entry(5, 2).data.len()) as u64;
     let (mut corrupt, mut torn) = (0, 0);
     let scratch = tempfile::tempdir().unwrap();
     let target = scratch.path().join("wal");
     for (f, file) in files.iter().enumerate() {
         let original = fs::read(file).unwrap();
-        for bit in 0..original.len() * 8 {
+        let records = if f == last_file {
+            records_end as usize
+        } else {
+            original.len()
+        };
+        for bit in 0..records * 8 {
             // A fresh copy of the WAL for every flip (recovery may cut it).
             let in_final = f == last_file && (bit / 8) as u64 >= last_record_start;
             if in_final && skip_final_record {
@@ -91,6 +100,37 @@ fn copy_all(files: &[std::path::PathBuf], to: &Path) {
 fn every_bit_flip_in_a_single_segment_is_detected() {
     let (corrupt, torn) = flip_every_bit(&WalConfig::default(), false);
     assert!(corrupt > 0 && torn > 0, "corrupt {corrupt}, torn {torn}");
+}
+
+/// A flip in the zero-filled space after the last record damages no record:
+/// it is cut as a torn tail and everything written is read back.
+#[test]
+fn a_bit_flip_in_the_free_space_after_the_records_loses_nothing() {
+    let config = WalConfig::default();
+    let (source, full, _, records_end) = build(&config);
+    let files = segment_files(source.path());
+    assert_eq!(files.len(), 1);
+    let original = fs::read(&files[0]).unwrap();
+    assert!(
+        original.len() as u64 > records_end,
+        "the segment is filled ahead"
+    );
+    assert!(original[records_end as usize..].iter().all(|&b| b == 0));
+    let scratch = tempfile::tempdir().unwrap();
+    let free = original.len() - records_end as usize;
+    for step in [0, 1, 8, 9, 4096, free / 2, free - 1] {
+        let byte = records_end as usize + step;
+        let target = scratch.path().join(format!("wal-{step}"));
+        fs::create_dir(&target).unwrap();
+        let mut flipped = original.clone();
+        flipped[byte] ^= 0x10;
+        fs::write(target.join(files[0].file_name().unwrap()), &flipped).unwrap();
+        let wal =
+            Wal::open(&target, config.clone()).unwrap_or_else(|e| panic!("flip at {byte}: {e}"));
+        assert_eq!(state_of(&wal), full, "flip at {byte}");
+        let torn = wal.recovery_info().torn_tail.clone().expect("cut");
+        assert_eq!(torn.offset, records_end);
+    }
 }
 
 #[test]

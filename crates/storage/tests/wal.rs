@@ -173,10 +173,11 @@ fn garbage_in_the_middle_of_the_last_segment_is_corruption() {
     let mut wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
     wal.append_entries(&entries(1, 10, 1)).unwrap();
     wal.sync().unwrap();
+    let records_end = wal.written_position().offset as usize;
     drop(wal);
     let file = &segment_files(dir.path())[0];
     let mut bytes = fs::read(file).unwrap();
-    let middle = bytes.len() / 2;
+    let middle = records_end / 2;
     bytes[middle..middle + 4].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
     fs::write(file, &bytes).unwrap();
     let err = Wal::open(dir.path(), WalConfig::default()).unwrap_err();
@@ -189,28 +190,100 @@ fn garbage_in_the_middle_of_the_last_segment_is_corruption() {
     }
 }
 
-#[test]
-fn a_zeroed_tail_is_cut_with_a_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
+/// Writes entries 1..5 to a new WAL in `dir` and closes it; returns its
+/// segment and where its records end.
+fn four_entries_synced(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+    let mut wal = Wal::open(dir, WalConfig::default()).unwrap();
     wal.append_entries(&entries(1, 5, 1)).unwrap();
     wal.sync().unwrap();
+    let records_end = wal.written_position().offset;
     drop(wal);
-    let file = &segment_files(dir.path())[0];
+    (segment_files(dir)[0].clone(), records_end)
+}
+
+#[test]
+fn zeros_after_the_records_are_free_space_kept_for_later_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, records_end) = &four_entries_synced(dir.path());
+    let records_end = *records_end;
+    // The segment was zero-filled ahead of its records, so that syncs need
+    // not write the file's length.
     let len = fs::metadata(file).unwrap().len();
-    // What a file system may show after a crash: the size grew, the data
-    // never arrived.
+    assert!(
+        len > records_end,
+        "{len} bytes for records ending at {records_end}"
+    );
+    // What a file system may also show after a crash: the size grew, the
+    // data never arrived. Either way the zeros hold no record.
     fs::OpenOptions::new()
         .write(true)
         .open(file)
         .unwrap()
         .set_len(len + 4096)
         .unwrap();
+    let mut wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(wal.recovery_info().torn_tail, None);
+    assert_eq!(wal.written_position().offset, records_end);
+    assert_eq!(wal.entries(1, 5).unwrap(), entries(1, 5, 1));
+    assert_eq!(fs::metadata(file).unwrap().len(), len + 4096, "kept");
+    // New records go into the free space and are read back after a reopen.
+    wal.append_entries(&entries(5, 8, 1)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(wal.entries(1, 8).unwrap(), entries(1, 8, 1));
+    assert_eq!(fs::metadata(file).unwrap().len(), len + 4096);
+}
+
+/// Damage in the free space after the records is cut away, and with it the
+/// free space: the file ends at its last record again.
+#[test]
+fn a_damaged_tail_is_cut_with_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, records_end) = &four_entries_synced(dir.path());
+    let records_end = *records_end;
+    let len = fs::metadata(file).unwrap().len();
+    // The start of a record that never finished.
+    let mut bytes = fs::read(file).unwrap();
+    bytes[records_end as usize..records_end as usize + 12].fill(0x5a);
+    fs::write(file, &bytes).unwrap();
     let wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
     let torn = wal.recovery_info().torn_tail.clone().unwrap();
-    assert_eq!((torn.offset, torn.bytes_cut), (len, 4096));
+    assert_eq!(
+        (torn.offset, torn.bytes_cut),
+        (records_end, len - records_end)
+    );
     assert_eq!(wal.entries(1, 5).unwrap(), entries(1, 5, 1));
-    assert_eq!(fs::metadata(file).unwrap().len(), len);
+    assert_eq!(fs::metadata(file).unwrap().len(), records_end);
+}
+
+/// A segment the WAL moved on from ends at its last record: the free space
+/// is only ever in the last one.
+#[test]
+fn rolled_segments_end_at_their_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(512);
+    let mut wal = Wal::open(dir.path(), config.clone()).unwrap();
+    for i in 1..=40 {
+        wal.append_entries(&entries(i, i + 1, 1)).unwrap();
+        wal.sync().unwrap();
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2, "{files:?}");
+    let (last, closed) = files.split_last().unwrap();
+    for file in closed {
+        let bytes = fs::read(file).unwrap();
+        assert!(bytes.len() <= 512);
+        assert_ne!(bytes.last(), Some(&0), "{file:?} ends in free space");
+    }
+    assert_eq!(
+        fs::metadata(last).unwrap().len(),
+        512,
+        "filled up to the segment size"
+    );
+    drop(wal);
+    let wal = Wal::open(dir.path(), config).unwrap();
+    assert_eq!(wal.entries(1, 41).unwrap().len(), 40);
 }
 
 #[test]
