@@ -67,6 +67,10 @@ pub struct Flags {
     /// Raise alarms when backend size exceeds the given quota (0 means 2 GiB).
     #[arg(long, default_value_t = 0)]
     pub quota_backend_bytes: u64,
+    /// Memory for the store's page cache, in bytes (raftkv's own flag; at
+    /// least 1 MiB). Pages beyond it are read from the OS page cache.
+    #[arg(long, default_value_t = DEFAULT_BACKEND_CACHE_BYTES)]
+    pub backend_cache_bytes: u64,
     /// `periodic` or `revision`.
     #[arg(long, default_value = "periodic")]
     pub auto_compaction_mode: String,
@@ -177,6 +181,8 @@ pub struct ServerConfig {
     pub max_txn_ops: u32,
     /// Backend size that raises the NOSPACE alarm.
     pub quota_backend_bytes: u64,
+    /// The store's page cache.
+    pub backend_cache_bytes: u64,
     /// Automatic compaction.
     pub auto_compaction: AutoCompaction,
     /// Extra addresses serving metrics and health.
@@ -190,6 +196,15 @@ pub struct ServerConfig {
     /// How long exactly-once outcomes are kept (by the cluster clock).
     pub request_outcome_ttl: Duration,
 }
+
+/// Default of `--backend-cache-bytes`. Measured with 1 million keys of 256 B
+/// on 3 members: 64 MiB against 256 MiB took the peak memory after the load
+/// from about 480 to 315 MB a member, and the leader's after 16 s of random
+/// gets from 940 to 404 MB, at the same get and put rates (the OS page cache
+/// holds the file either way).
+pub const DEFAULT_BACKEND_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Least `--backend-cache-bytes` accepted.
+pub const MIN_BACKEND_CACHE_BYTES: u64 = 1024 * 1024;
 
 /// The backend quota etcd applies when `--quota-backend-bytes` is 0.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -258,6 +273,12 @@ impl ServerConfig {
                 "--max-txn-ops and --max-request-bytes must be positive".into(),
             ));
         }
+        if flags.backend_cache_bytes < MIN_BACKEND_CACHE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "--backend-cache-bytes is {}, the least accepted is {MIN_BACKEND_CACHE_BYTES} (1 MiB)",
+                flags.backend_cache_bytes
+            )));
+        }
         let cluster_id = cluster_id(&initial_cluster);
         Ok(Self {
             name: flags.name.clone(),
@@ -285,6 +306,7 @@ impl ServerConfig {
             } else {
                 flags.quota_backend_bytes
             },
+            backend_cache_bytes: flags.backend_cache_bytes,
             auto_compaction: parse_auto_compaction(
                 &flags.auto_compaction_mode,
                 &flags.auto_compaction_retention,
@@ -524,6 +546,9 @@ mod tests {
         assert_eq!(config.initial_cluster.len(), 1);
         assert_eq!(config.election_ticks, 10);
         assert_eq!(config.quota_backend_bytes, DEFAULT_QUOTA_BACKEND_BYTES);
+        assert_eq!(config.backend_cache_bytes, DEFAULT_BACKEND_CACHE_BYTES);
+        let small = ServerConfig::from_flags(&flags(&["--backend-cache-bytes", "1048576"]));
+        assert_eq!(small.map(|c| c.backend_cache_bytes).ok(), Some(1 << 20));
         assert_eq!(config.auto_compaction, AutoCompaction::Off);
     }
 
@@ -574,6 +599,7 @@ mod tests {
                 "1h",
             ],
             &["--max-txn-ops", "0"],
+            &["--backend-cache-bytes", "1048575"],
             &["--experimental-lease-checkpoint-interval", "soon"],
             &["--experimental-lease-checkpoint-interval", "0s"],
             &["--experimental-watch-progress-notify-interval", "0"],

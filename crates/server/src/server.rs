@@ -175,6 +175,8 @@ pub async fn run(
     let mut store_config = raftkv_mvcc::Config::new(member_dir.join(STORE_FILE));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     store_config.durable_every_batches = STORE_DURABLE_EVERY_BATCHES;
+    store_config.cache_size_bytes =
+        usize::try_from(config.backend_cache_bytes).unwrap_or(usize::MAX);
     let store = Arc::new(Store::open(store_config)?);
     let metrics = Arc::new(Metrics::new(
         &served_methods(&crate::grpc::SERVED),
