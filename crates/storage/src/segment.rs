@@ -38,9 +38,16 @@
 //! - in any segment but the last: corruption;
 //! - in the last segment: a torn tail if no whole record can be found
 //!   anywhere after it (what follows is zeros or the remains of a partial
-//!   write), and corruption if one can (a write that was torn would be the
-//!   last thing in the file, so valid data after bad data means the bad data
-//!   was damaged in place).
+//!   write);
+//! - in the last segment, with a whole record after it: a torn tail too if
+//!   some whole 512-byte sector between the two is all zeros, and corruption
+//!   otherwise. Records written into space filled ahead overwrite blocks the
+//!   file already has, so a crash during their sync may keep a later page
+//!   and lose an earlier one, which then reads as the zeros it was filled
+//!   with (etcd's WAL uses the same zero-sector rule for the same reason).
+//!   Neither record was acknowledged: the sync did not finish. Damage in
+//!   place, such as a flipped bit, leaves no zero sector behind and is
+//!   still corruption.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -316,11 +323,13 @@ pub(crate) fn scan(
                     ));
                 }
                 if let Some(next) = find_whole_record(bytes, offset + 1) {
-                    return Err(Error::corruption(
-                        path,
-                        offset as u64,
-                        format!("{err}, yet a whole record follows at byte {next}"),
-                    ));
+                    if !has_zero_sector(bytes, offset, next) {
+                        return Err(Error::corruption(
+                            path,
+                            offset as u64,
+                            format!("{err}, yet a whole record follows at byte {next}"),
+                        ));
+                    }
                 }
                 return Ok(ScanEnd {
                     valid_len: offset as u64,
@@ -333,6 +342,19 @@ pub(crate) fn scan(
         valid_len: offset as u64,
         torn: None,
     })
+}
+
+/// Size of the sectors a torn write is recognized by.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether some whole, aligned sector of `bytes[from..to]` is all zeros: a
+/// page the last sync did not get to disk (see the module docs).
+fn has_zero_sector(bytes: &[u8], from: usize, to: usize) -> bool {
+    let first = from.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    (first..to)
+        .step_by(SECTOR_BYTES)
+        .filter(|&at| at + SECTOR_BYTES <= to)
+        .any(|at| bytes[at..at + SECTOR_BYTES].iter().all(|&b| b == 0))
 }
 
 /// The first offset at or after `from` where a whole, valid record starts.

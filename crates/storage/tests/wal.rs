@@ -257,6 +257,44 @@ fn a_damaged_tail_is_cut_with_a_report() {
     assert_eq!(fs::metadata(file).unwrap().len(), records_end);
 }
 
+/// A crash while records written into the space filled ahead are being
+/// synced may keep a later page of them and lose an earlier one, which reads
+/// as zeros: that is a torn tail, cut from the first damaged record, and
+/// everything synced before it is kept. A damaged record with no zero sector
+/// before the next whole one stays corruption (see the garbage test above).
+#[test]
+fn an_earlier_page_lost_and_a_later_one_kept_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, synced_end) = &four_entries_synced(dir.path());
+    let synced_end = *synced_end;
+    let mut wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    // About 5 pages of records that were being synced when the power went.
+    let big: Vec<Entry> = (5..25)
+        .map(|index| Entry {
+            data: bytes::Bytes::from(vec![b'x'; 1000]),
+            ..entry(index, 1)
+        })
+        .collect();
+    wal.append_entries(&big).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let mut bytes = fs::read(file).unwrap();
+    let lost_page = (synced_end as usize).div_ceil(4096) * 4096;
+    bytes[lost_page..lost_page + 4096].fill(0);
+    fs::write(file, &bytes).unwrap();
+
+    let wal = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    let torn = wal.recovery_info().torn_tail.clone().expect("a torn tail");
+    assert!(torn.offset >= synced_end && torn.offset <= lost_page as u64);
+    assert_eq!(wal.entries(1, 5).unwrap(), entries(1, 5, 1));
+    assert!(
+        wal.last_index() >= 4 && wal.last_index() < 24,
+        "{}",
+        wal.last_index()
+    );
+    assert_eq!(fs::metadata(file).unwrap().len(), torn.offset);
+}
+
 /// A segment the WAL moved on from ends at its last record: the free space
 /// is only ever in the last one.
 #[test]
