@@ -26,10 +26,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // With the LIFO slot, a request task that finishes wakes its connection's
+    // task straight after itself, so each response is written on its own;
+    // without it, responses that finish together leave in one write.
+    // Measured with 64 clients in alternating runs: linearizable gets
+    // 12,877-17,633 against 10,017-15,724 a second, puts 6,687-7,916
+    // against 6,316-6,528, less CPU per request in every pair.
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("raftkv: cannot start the runtime: {err}");
