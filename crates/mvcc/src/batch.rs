@@ -63,6 +63,7 @@ pub struct Batch<'t> {
     pub(crate) max_txn_ops: usize,
     events: Option<Vec<Event>>,
     /// Whether recorded events carry the kv before each change (it costs a read per put).
+    /// Set only by [`Batch::record_events`], so it implies `events` is on.
     events_prev_kv: bool,
     fatal: Option<String>,
     /// Whether the key index was changed (it must be rebuilt if the batch is dropped).
@@ -383,9 +384,7 @@ impl<'t> Batch<'t> {
     pub(crate) fn put_in_request(&mut self, req: &PutRequest) -> Result<PutResponse> {
         let before = self.last_put(&req.key);
         // The record before is read only when something asks for its value.
-        let prev = if before.is_some()
-            && (req.prev_kv || req.ignore_value || (self.events.is_some() && self.events_prev_kv))
-        {
+        let prev = if before.is_some() && (req.prev_kv || req.ignore_value || self.events_prev_kv) {
             self.view().get_latest(&req.key, true)?
         } else {
             None
@@ -450,7 +449,7 @@ impl<'t> Batch<'t> {
         range: &KeyRange,
         want_prev: bool,
     ) -> Result<DeleteRangeResponse> {
-        let with_value = want_prev || (self.events.is_some() && self.events_prev_kv);
+        let with_value = want_prev || self.events_prev_kv;
         let mut victims = Vec::new();
         self.view().for_each(range, None, with_value, |kv| {
             victims.push(kv);

@@ -70,6 +70,10 @@ pub enum MvccError {
     /// Bytes read from disk or from a snapshot stream are not what was written.
     #[error("mvcc: corruption: {0}")]
     Corruption(String),
+    /// A durable commit made by [`crate::BackgroundSync`] failed: the store is no longer
+    /// being made durable, so applying must stop as if the commit had failed inline.
+    #[error("mvcc: background durable commit failed: {0}")]
+    BackgroundSync(String),
     /// An I/O error while reading or writing a snapshot stream.
     #[error("mvcc: snapshot I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -81,7 +85,10 @@ impl MvccError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            MvccError::Storage(_) | MvccError::Corruption(_) | MvccError::Io(_)
+            MvccError::Storage(_)
+                | MvccError::Corruption(_)
+                | MvccError::Io(_)
+                | MvccError::BackgroundSync(_)
         )
     }
 }

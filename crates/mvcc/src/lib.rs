@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod background_sync;
 pub mod batch;
 mod compaction;
 pub mod defrag;
@@ -48,6 +49,7 @@ pub mod store;
 mod txn;
 pub mod types;
 
+pub use background_sync::BackgroundSync;
 pub use batch::Batch;
 pub use defrag::DefragReport;
 pub use error::{MvccError, Result};

@@ -188,3 +188,42 @@ fn a_batch_that_panics_leaves_nothing_behind_in_reads_or_revisions() {
     assert_eq!(keys, [&b"kept"[..], &b"next"[..]]);
     assert_eq!(all[1].value, b"2");
 }
+
+#[test]
+fn background_sync_moves_the_durable_point_and_a_crash_keeps_exactly_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    // The inline backstop stays out of reach: only the sync thread makes commits durable.
+    cfg.durable_every_batches = 1000;
+    let s = std::sync::Arc::new(Store::open(cfg).unwrap());
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Store::open(config(&reference_dir)).unwrap();
+    let mut expected = vec![fingerprint(&reference).3];
+    let sync = BackgroundSync::start(s.clone(), 4).unwrap();
+    for i in 1..=30u64 {
+        apply_entries(&s, i, i);
+        sync.batch_applied().unwrap();
+        apply_entries(&reference, i, i);
+        expected.push(fingerprint(&reference).3);
+    }
+    // Waits for the sync under way; a request still queued is served first.
+    sync.stop();
+    let behind = s.batches_since_durable();
+    assert!(behind < 4, "{behind} batches left undurable");
+    let crash_path = dir.path().join("crash.redb");
+    std::fs::copy(dir.path().join("kv.redb"), &crash_path).unwrap();
+    let crashed = Store::open(Config::new(&crash_path)).unwrap();
+    let applied = crashed.applied_index().unwrap().index;
+    assert_eq!(applied, 30 - behind, "the durable point is the last sync");
+    assert_eq!(fingerprint(&crashed).3, expected[applied as usize]);
+    assert_eq!(apply_entries(&crashed, 1, 30), 30 - applied);
+    assert_eq!(fingerprint(&crashed).4, fingerprint(&s).4);
+}
+
+#[test]
+fn background_sync_refuses_a_period_of_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(config(&dir)).unwrap());
+    let err = BackgroundSync::start(s, 0).err().expect("refused");
+    assert!(matches!(err, MvccError::Config(_)), "{err}");
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
-use raftkv_mvcc::{Batch, MvccError, Store};
+use raftkv_mvcc::{BackgroundSync, Batch, MvccError, Store};
 use raftkv_raft::{ConfChange, ConfState, Index};
 
 use crate::alarm;
@@ -35,6 +35,8 @@ pub struct KvStateMachine {
     clock_ms: u64,
     /// This member's reading of the cluster clock, moved on by every apply.
     cluster_clock: Arc<ClusterClock>,
+    /// Makes the store's durable commits off this thread, when set.
+    background_sync: Option<BackgroundSync>,
 }
 
 impl KvStateMachine {
@@ -61,7 +63,15 @@ impl KvStateMachine {
             nospace,
             clock_ms,
             cluster_clock,
+            background_sync: None,
         })
+    }
+
+    /// Has `sync` make the store's durable commits, so that the node's driver, which applies,
+    /// never waits for their fsync (see [`raftkv_mvcc::background_sync`]).
+    pub fn with_background_sync(mut self, sync: BackgroundSync) -> Self {
+        self.background_sync = Some(sync);
+        self
     }
 }
 
@@ -124,6 +134,9 @@ impl StateMachine for KvStateMachine {
                 ))
             })
             .map_err(fatal)?;
+        if let Some(sync) = &self.background_sync {
+            sync.batch_applied().map_err(fatal)?;
+        }
         // Published only once the batch is committed to the store, so a
         // watcher never sees a change a reader could not.
         self.hub.publish(revision, events, with_prev_kv);

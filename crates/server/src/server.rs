@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftkv_mvcc::Store;
+use raftkv_mvcc::{BackgroundSync, Store};
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
 use raftkv_proto::raftkvpeer::peer_client::PeerClient;
@@ -144,17 +144,24 @@ fn serve_peers(
     }))
 }
 
-/// Every this many applied batches, the store's commit is fsynced; the
-/// ones between are not. The WAL already made every applied entry durable,
-/// the store records its applied index in the same commit as the data, and
-/// the log is only truncated up to an index the store fsynced
-/// (`StateMachine::persist`), so a crash loses nothing: the member replays
-/// the entries after the store's last durable commit. An fsync per batch
-/// doubled the driver's fsyncs (WAL, then store) on every Ready, which
-/// bounded write throughput; etcd likewise commits its backend every
-/// 100 ms, not per entry. 16 keeps the file growth of redb's lazily freed
-/// pages small (see `raftkv_mvcc::store`).
-const STORE_DURABLE_EVERY_BATCHES: u64 = 16;
+/// Every this many applied batches, the store's commit is made durable
+/// (fsynced) by a thread of its own; the commits between are not. The WAL
+/// already made every applied entry durable, the store records its applied
+/// index in the same commit as the data, and the log is only truncated up
+/// to an index the store fsynced (`StateMachine::persist`), so a crash
+/// loses nothing: the member replays the entries after the store's last
+/// durable commit. An fsync per batch doubled the driver's fsyncs (WAL,
+/// then store) on every Ready, which bounded write throughput; etcd
+/// likewise commits its backend every 100 ms, not per entry. 16 keeps the
+/// file growth of redb's lazily freed pages small (see `raftkv_mvcc::store`).
+/// Made by the driver itself, the commit's fsync stalled the write that
+/// drew it and a follower's next acknowledgement (see
+/// `raftkv_mvcc::background_sync`).
+const STORE_SYNC_EVERY_BATCHES: u64 = 16;
+
+/// Should the sync thread fall this far behind, the driver makes the
+/// durable commit itself, so the file's growth stays bounded.
+const STORE_DURABLE_EVERY_BATCHES: u64 = 4 * STORE_SYNC_EVERY_BATCHES;
 
 /// Largest peer batch accepted: appends are bounded by the Raft core's
 /// message size, and a batch carries many of them.
@@ -195,7 +202,11 @@ pub async fn run(
         lessor.clone(),
         members.clone(),
         cluster_clock.clone(),
-    )?;
+    )?
+    .with_background_sync(BackgroundSync::start(
+        store.clone(),
+        STORE_SYNC_EVERY_BATCHES,
+    )?);
 
     let mut raft = RaftConfig::new(config.member_id);
     raft.election_tick = config.election_ticks;
