@@ -5,6 +5,8 @@
 //! - [`health`]: `GET /health`.
 //! - [`metrics`]: `GET /metrics`.
 //! - `GET /version` is answered here.
+//! - [`authority`]: repairs the `:authority` of Go clients that dial a URL,
+//!   on every connection these listeners accept.
 //!
 //! One router holds the gRPC routes (`/etcdserverpb.KV/Range`, ...) and the
 //! HTTP ones; tonic's server, with HTTP/1.1 accepted, serves it on the client
@@ -13,6 +15,7 @@
 //! to others. `--listen-metrics-urls` listeners serve `/metrics` and
 //! `/health` only.
 
+pub mod authority;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
@@ -70,13 +73,16 @@ pub fn metrics_routes(state: HttpState) -> tonic::service::Routes {
 }
 
 /// Serves `routes` over HTTP/1.1 and HTTP/2 on `listener` until `shutdown`
-/// resolves; connections in flight then finish.
+/// resolves; connections in flight then finish. A Go client's URL in
+/// `:authority` is repaired on the way in (see [`authority`]).
 pub async fn serve(
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = nodelay_incoming(listener);
+    use tokio_stream::StreamExt as _;
+    let incoming =
+        nodelay_incoming(listener).map(|accepted| accepted.map(authority::AuthorityRepair::new));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
