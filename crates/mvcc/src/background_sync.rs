@@ -114,9 +114,12 @@ fn run(store: &Store, requests: &Receiver<()>, failure: &OnceLock<String>) {
         if store.batches_since_durable() == 0 {
             continue;
         }
+        // A failed fdatasync may have been the only report of pages the disk lost, so the
+        // durable commit after it could not be trusted: stop here, as for a failed commit.
         if let Err(e) = store.write_back() {
-            // Only an optimization: the durable commit below flushes all the same.
-            tracing::warn!(error = %e, "mvcc store: write-back before the durable commit failed");
+            tracing::error!(error = %e, "mvcc store: write-back before the durable commit failed");
+            let _ = failure.set(format!("write-back: {e}"));
+            return;
         }
         if let Err(e) = store.sync() {
             tracing::error!(error = %e, "mvcc store: background durable commit failed");

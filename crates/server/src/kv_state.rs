@@ -178,6 +178,9 @@ impl StateMachine for KvStateMachine {
                 Ok(())
             })
             .map_err(fatal)?;
+        if let Some(sync) = &self.background_sync {
+            sync.batch_applied().map_err(fatal)?;
+        }
         self.members.load(&self.store).map_err(fatal)?;
         self.applied = self.applied.max(index);
         Ok(())

@@ -37,9 +37,13 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// The largest frame every HTTP/2 peer must accept (SETTINGS_MAX_FRAME_SIZE's initial value).
 const FRAME_PAYLOAD_MAX: usize = 16_384;
-/// Largest header block (compressed) this layer holds while it decodes it. A gRPC request's
+/// Largest header block this layer holds while it decodes it, compressed. A gRPC request's
 /// block is a few hundred bytes.
-pub const HEADER_BLOCK_BYTES_MAX: usize = 1 << 20;
+pub const HEADER_BLOCK_BYTES_MAX: usize = 64 << 10;
+/// Largest decoded header list this layer builds, counted as HPACK counts a field (name,
+/// value and 32 bytes). Above the 16 KiB the server (hyper) accepts, so that the server, not
+/// this layer, answers a list too large; far below what a small block can expand to.
+pub const HEADER_LIST_BYTES_MAX: usize = 64 << 10;
 /// The HPACK table size the server announces (SETTINGS_HEADER_TABLE_SIZE's initial value,
 /// which h2 keeps): the client's table can never be larger.
 const HPACK_TABLE_BYTES: usize = 4_096;
@@ -157,8 +161,8 @@ impl<S> AuthorityRepair<S> {
                                 && block.fragments.len() + head.len <= HEADER_BLOCK_BYTES_MAX
                         }
                     };
-                    if !fits_block || head.len > HEADER_BLOCK_BYTES_MAX {
-                        self.refuse("a header block out of order or too large")?;
+                    if !fits_block || head.len > FRAME_PAYLOAD_MAX {
+                        self.refuse("a header frame out of order or too large")?;
                         continue;
                     }
                     if self.raw.len() < FRAME_HEAD_BYTES + head.len {
@@ -199,21 +203,16 @@ impl<S> AuthorityRepair<S> {
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(());
         };
-        let fields = match decoder.decode(&block.fragments) {
+        let fields = match decode_limited(decoder, &block.fragments) {
             Ok(fields) => fields,
             Err(err) if self.mode == Mode::FirstBlock => {
                 // Not ours to judge: the server answers a bad block itself.
-                tracing::debug!(%err, "undecodable first header block passed on as it came");
+                tracing::debug!(%err, "first header block passed on as it came");
                 self.ready.extend_from_slice(&block.frames);
-                self.mode = Mode::Direct;
+                self.go_direct();
                 return Ok(());
             }
-            Err(err) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("undecodable header block: {err}"),
-                ))
-            }
+            Err(err) => return Err(io::Error::new(io::ErrorKind::InvalidData, err)),
         };
         if self.mode == Mode::FirstBlock {
             if fields
@@ -279,6 +278,33 @@ impl<S> AuthorityRepair<S> {
     }
 }
 
+/// Decodes a header block, keeping at most [`HEADER_LIST_BYTES_MAX`] of fields. The whole
+/// block is decoded even past that, so `decoder`'s table stays the client's.
+fn decode_limited(
+    decoder: &mut loona_hpack::Decoder<'static>,
+    block: &[u8],
+) -> Result<Vec<Field>, String> {
+    let mut fields = Vec::new();
+    let mut list_bytes = 0usize;
+    decoder
+        .decode_with_cb(block, |name, value| {
+            list_bytes = list_bytes.saturating_add(name.len() + value.len() + 32);
+            if list_bytes <= HEADER_LIST_BYTES_MAX {
+                fields.push((name.into_owned(), value.into_owned()));
+            }
+        })
+        .map_err(|err| format!("undecodable header block: {err}"))?;
+    if list_bytes > HEADER_LIST_BYTES_MAX {
+        return Err(format!(
+            "header list of {list_bytes} bytes, more than {HEADER_LIST_BYTES_MAX}"
+        ));
+    }
+    Ok(fields)
+}
+
+/// A decoded header field: name and value.
+type Field = (Vec<u8>, Vec<u8>);
+
 /// The fixed part of a frame.
 struct FrameHead {
     len: usize,
@@ -340,7 +366,7 @@ fn repaired_authority(value: &[u8]) -> Option<&[u8]> {
 
 /// `fields` as an HPACK block of literal fields without indexing, new names, no Huffman
 /// coding (RFC 7541, section 6.2.2), the authority repaired.
-fn encode_block(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn encode_block(fields: &[Field]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in fields {
         let value = if authority_is_valid(name, value) {
@@ -481,6 +507,13 @@ mod tests {
 
     /// What the server reads when a client sends `sent` and closes its side.
     async fn server_reads(sent: Vec<u8>) -> (Vec<u8>, bool) {
+        let (result, read, rewrote) = server_reads_until_error(sent).await;
+        result.expect("read");
+        (read, rewrote)
+    }
+
+    /// Like [`server_reads`], with the read's outcome: what was read before an error, too.
+    async fn server_reads_until_error(sent: Vec<u8>) -> (io::Result<usize>, Vec<u8>, bool) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -496,9 +529,22 @@ mod tests {
         let (accepted, _) = listener.accept().await.expect("accept");
         let mut repaired = AuthorityRepair::new(accepted);
         let mut out = Vec::new();
-        repaired.read_to_end(&mut out).await.expect("read");
+        let result = repaired.read_to_end(&mut out).await;
         client.await.expect("client");
-        (out, repaired.rewrote_header_blocks())
+        (result, out, repaired.rewrote_header_blocks())
+    }
+
+    /// A client's first request, with a URL as its authority, after the preface and SETTINGS.
+    fn url_request_start() -> Vec<u8> {
+        let block = loona_hpack::Encoder::new().encode(
+            request_fields("http://127.0.0.1:2379", "/etcdserverpb.KV/Range")
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice())),
+        );
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(0x4, 0, 0, &[]));
+        sent.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        sent
     }
 
     fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
@@ -631,6 +677,67 @@ mod tests {
         let (read, rewriting) = server_reads(http1.clone()).await;
         assert!(!rewriting);
         assert_eq!(read, http1);
+    }
+
+    #[tokio::test]
+    async fn a_block_that_decodes_to_more_than_the_limit_goes_on_as_it_came() {
+        // A URL as authority, one large indexed field, then the index of that field over
+        // and over: 18 KiB that decode to tens of megabytes.
+        let mut block = loona_hpack::Encoder::new().encode([
+            (&b":authority"[..], &b"http://127.0.0.1:2379"[..]),
+            (&b"x-big"[..], &[b'v'; 4000][..]),
+        ]);
+        block.extend(std::iter::repeat_n(0x80 | 62, 14_000));
+        let mut sent = PREFACE.to_vec();
+        sent.extend(frame(HEADERS, 0, 1, &block[..FRAME_PAYLOAD_MAX]));
+        sent.extend(frame(
+            CONTINUATION,
+            END_HEADERS,
+            1,
+            &block[FRAME_PAYLOAD_MAX..],
+        ));
+        let (read, rewrote) = server_reads(sent.clone()).await;
+        assert!(!rewrote);
+        assert_eq!(
+            read, sent,
+            "the server is left to refuse it, authority and all"
+        );
+    }
+
+    #[tokio::test]
+    async fn once_rewriting_an_oversized_frame_ends_the_connection() {
+        let mut sent = url_request_start();
+        let valid_so_far = sent.len();
+        sent.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            3,
+            &[0x82; FRAME_PAYLOAD_MAX + 1],
+        ));
+        let (result, read, rewrote) = server_reads_until_error(sent).await;
+        assert!(rewrote);
+        let err = result.expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Whatever came before it, and nothing of the oversized frame.
+        assert!(read.len() < valid_so_far + 1_000, "{}", read.len());
+    }
+
+    #[tokio::test]
+    async fn a_block_cut_by_the_end_of_input_is_dropped_once_rewriting() {
+        let mut sent = url_request_start();
+        let (whole, _) = server_reads(sent.clone()).await;
+        // A HEADERS frame of which only part arrives.
+        let mut cut = frame(HEADERS, END_HEADERS, 3, &[0x82; 40]);
+        cut.truncate(20);
+        sent.extend(cut);
+        let (read, rewrote) = server_reads(sent).await;
+        assert!(rewrote);
+        assert_eq!(read, whole);
+        assert_eq!(
+            frames_read(&read).len(),
+            2,
+            "SETTINGS and the first request"
+        );
     }
 
     #[test]
