@@ -73,6 +73,14 @@ impl KvStateMachine {
         self.background_sync = Some(sync);
         self
     }
+
+    /// Tells the sync thread, if any, that the store committed a batch.
+    fn batch_applied(&self) -> Result<(), NodeError> {
+        match &self.background_sync {
+            Some(sync) => sync.batch_applied().map_err(fatal),
+            None => Ok(()),
+        }
+    }
 }
 
 fn fatal(err: MvccError) -> NodeError {
@@ -134,9 +142,7 @@ impl StateMachine for KvStateMachine {
                 ))
             })
             .map_err(fatal)?;
-        if let Some(sync) = &self.background_sync {
-            sync.batch_applied().map_err(fatal)?;
-        }
+        self.batch_applied()?;
         // Published only once the batch is committed to the store, so a
         // watcher never sees a change a reader could not.
         self.hub.publish(revision, events, with_prev_kv);
@@ -178,9 +184,7 @@ impl StateMachine for KvStateMachine {
                 Ok(())
             })
             .map_err(fatal)?;
-        if let Some(sync) = &self.background_sync {
-            sync.batch_applied().map_err(fatal)?;
-        }
+        self.batch_applied()?;
         self.members.load(&self.store).map_err(fatal)?;
         self.applied = self.applied.max(index);
         Ok(())

@@ -264,14 +264,10 @@ impl<S> AuthorityRepair<S> {
     /// The client closed its side. An unfinished frame goes on unchanged if nothing was
     /// re-encoded yet; otherwise it is dropped (it could not be completed anyway).
     fn end_of_input(&mut self) {
+        let block = self.block.take();
         if self.mode == Mode::Rewrite {
-            self.block = None;
             self.raw.clear();
-            self.mode = Mode::Direct;
-            self.decoder = None;
-            return;
-        }
-        if let Some(block) = self.block.take() {
+        } else if let Some(block) = block {
             self.ready.extend_from_slice(&block.frames);
         }
         self.go_direct();
