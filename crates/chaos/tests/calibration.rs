@@ -83,12 +83,23 @@ async fn etcd_with_linearizable_reads_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_with_serializable_reads_is_flagged() {
     let Some(server) = etcd() else { return };
-    let report = run(etcd_run(server, true, 20), None).await.expect("run");
-    println!("{report}");
-    assert_eq!(
-        report.verdict,
-        Verdict::NotLinearizable,
-        "stale reads went unnoticed: {report}"
+    // Whether a follower serves a stale read depends on the run's random fault schedule:
+    // most runs have one, a few (seed 4712623833973241439) do not. The checker must flag
+    // the first run that has one, so it gets up to three.
+    let mut unflagged = Vec::new();
+    for _ in 0..3 {
+        let report = run(etcd_run(server.clone(), true, 20), None)
+            .await
+            .expect("run");
+        println!("{report}");
+        if report.verdict == Verdict::NotLinearizable {
+            assert!(!report.violations.is_empty(), "{report}");
+            return;
+        }
+        unflagged.push(report.to_string());
+    }
+    panic!(
+        "stale reads went unnoticed in 3 runs:\n{}",
+        unflagged.join("\n")
     );
-    assert!(!report.violations.is_empty());
 }
