@@ -7,8 +7,11 @@
 //! applying thread is the node's driver: the write whose batch drew the fsync waited for it,
 //! and a stalled follower left its next acknowledgement waiting.
 //!
-//! [`BackgroundSync`] makes that commit on a thread of its own, in two steps:
+//! [`BackgroundSync`] makes that commit on a thread of its own, in three steps:
 //!
+//! 0. [`Store::commit_applied`]: the batches applied since the last commit, still in an open
+//!    transaction (see "Deferred commits" in [`crate::store`]), are committed without an
+//!    fsync, under the gate but only for as long as writing their pages to the file takes;
 //! 1. [`Store::write_back`]: an fdatasync of the file, without the write gate, so batches keep
 //!    applying while the disk takes their pages;
 //! 2. [`Store::sync`]: the durable commit, under the gate, left with only redb's header and
@@ -113,6 +116,13 @@ fn run(store: &Store, requests: &Receiver<()>, failure: &OnceLock<String>) {
         // The applying thread may have made a durable commit itself meanwhile.
         if store.batches_since_durable() == 0 {
             continue;
+        }
+        // The batches applied since the last commit go to the file first (no fsync), so
+        // the write-back below takes their pages too.
+        if let Err(e) = store.commit_applied() {
+            tracing::error!(error = %e, "mvcc store: commit before the write-back failed");
+            let _ = failure.set(format!("commit: {e}"));
+            return;
         }
         // A failed fdatasync may have been the only report of pages the disk lost, so the
         // durable commit after it could not be trusted: stop here, as for a failed commit.

@@ -84,16 +84,17 @@ impl Store {
         let tmp = temp_path(&path);
         let before_bytes = std::fs::metadata(&path)?.len();
         let (generation, txn) = {
-            let _gate = self.write_gate();
-            (self.generation(), self.db().begin_read()?)
+            let mut gate = self.write_gate();
+            let txn = self.begin_read_gated(&mut gate)?;
+            (self.generation(), txn)
         };
         let (mut fresh, mut records) = self.copy_to(&txn, &tmp)?;
         drop(txn);
-        let gate = self.write_gate();
+        let mut gate = self.write_gate();
         let stopped_writes = self.generation() != generation;
         if stopped_writes {
             drop(fresh);
-            let txn = self.db().begin_read()?;
+            let txn = self.begin_read_gated(&mut gate)?;
             (fresh, records) = self.copy_to(&txn, &tmp)?;
         }
         std::fs::rename(&tmp, &path)?;

@@ -74,6 +74,11 @@ pub enum MvccError {
     /// being made durable, so applying must stop as if the commit had failed inline.
     #[error("mvcc: background durable commit failed: {0}")]
     BackgroundSync(String),
+    /// Batches were applied but lost before their commit (a commit or a later batch in the
+    /// same transaction failed): the store is behind the applied index it reported, and
+    /// refuses to apply more. The raft log still holds those batches; reopening replays them.
+    #[error("mvcc: applied batches were lost before their commit; the store must be reopened")]
+    UncommittedLost,
     /// An I/O error while reading or writing a snapshot stream.
     #[error("mvcc: snapshot I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -89,6 +94,7 @@ impl MvccError {
                 | MvccError::Corruption(_)
                 | MvccError::Io(_)
                 | MvccError::BackgroundSync(_)
+                | MvccError::UncommittedLost
         )
     }
 }

@@ -33,7 +33,7 @@ fn put_bytes(h: u32, b: &[u8]) -> u32 {
 impl Store {
     /// Hashes the last committed state (see the module doc), from one read transaction.
     pub fn hash(&self) -> Result<StoreHash> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let t = Self::tables_in(&txn)?;
         let mut h = crc32c::crc32c(&t.current.to_le_bytes());
         h = crc32c::crc32c_append(h, &t.compact.to_le_bytes());

@@ -203,7 +203,7 @@ impl Read for SnapshotReader {
 impl Store {
     /// Starts a snapshot of the last committed state. Writes may go on while it is read.
     pub fn snapshot(&self) -> Result<SnapshotReader> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         self.snapshot_in(&txn)
     }
 
@@ -212,7 +212,7 @@ impl Store {
     /// count is exact however writes go on meanwhile. Measuring reads the whole state once
     /// (without keeping it), before streaming reads it again.
     pub fn snapshot_sized(&self) -> Result<(SnapshotReader, u64)> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let mut total = 0u64;
         for chunk in self.snapshot_in(&txn)? {
             total += chunk?.len() as u64;
@@ -276,7 +276,10 @@ impl Store {
             MAGIC_V1 => Format::ByKey,
             _ => return Err(MvccError::Corruption("snapshot: bad magic".into())),
         };
-        let _gate = self.write_gate();
+        let mut gate = self.write_gate();
+        // The batches applied so far are committed first: if the install fails, the store is
+        // left where the applied index says it is.
+        self.commit_pending(&mut gate)?;
         let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate);
         let installs = {
@@ -311,7 +314,8 @@ impl Store {
     /// entries must all apply) and drops the server records of `namespaces` (state that
     /// belonged to the old cluster). Revisions, history and leases are kept. Durable.
     pub fn rebase_for_new_cluster(&self, namespaces: &[&str]) -> Result<()> {
-        let _gate = self.write_gate();
+        let mut gate = self.write_gate();
+        self.commit_pending(&mut gate)?;
         let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate);
         {

@@ -13,7 +13,16 @@ const KEYS: usize = 50;
 
 #[test]
 fn reads_race_writes_and_compactions_and_stay_consistent() {
-    let t = TestStore::new();
+    reads_race_writes_and_compactions(TestStore::new());
+}
+
+/// Readers commit the batches the writer left uncommitted, under the writer's feet.
+#[test]
+fn reads_race_deferred_commits_and_stay_consistent() {
+    reads_race_writes_and_compactions(TestStore::with_durable_every(16));
+}
+
+fn reads_race_writes_and_compactions(t: TestStore) {
     for i in 0..KEYS {
         t.put(&format!("k{i:02}"), "v0");
     }

@@ -550,8 +550,8 @@ fn err_str<T>(r: Result<T>) -> R<T> {
     r.map_err(|e| e.to_string())
 }
 
-fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
-    let mut t = TestStore::new();
+fn run(ops: Vec<Op>, durable_every: u64) -> std::result::Result<(), TestCaseError> {
+    let mut t = TestStore::with_durable_every(durable_every);
     let mut m = Model::new();
     t.entry(|b| {
         b.lease_grant(1, 10)?;
@@ -629,6 +629,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn store_matches_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops)?;
+        run(ops, 1)?;
+    }
+
+    /// The same with the commits of most batches deferred to the next read.
+    #[test]
+    fn store_matches_model_with_deferred_commits(ops in prop::collection::vec(op(), 1..40)) {
+        run(ops, 4)?;
     }
 }

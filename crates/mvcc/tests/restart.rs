@@ -227,3 +227,87 @@ fn background_sync_refuses_a_period_of_zero() {
     let err = BackgroundSync::start(s, 0).err().expect("refused");
     assert!(matches!(err, MvccError::Config(_)), "{err}");
 }
+
+#[test]
+fn deferred_batches_are_read_from_another_thread_and_a_crash_loses_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.durable_every_batches = 1000;
+    let s = Store::open(cfg).unwrap();
+    for i in 1..=10 {
+        s.apply(|b| {
+            assert!(b.begin_entry(i, 1));
+            b.put(&put_req(&format!("k{i:02}"), "v")).map(|_| ())
+        })
+        .unwrap();
+    }
+    // Not committed yet: the file holds none of it.
+    let crash_path = dir.path().join("crash.redb");
+    std::fs::copy(dir.path().join("kv.redb"), &crash_path).unwrap();
+    // A reader on another thread sees every applied batch.
+    let seen = std::thread::scope(|scope| {
+        scope
+            .spawn(|| s.scan(b"k", b"l", 0).unwrap().len())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(seen, 10);
+    assert_eq!(s.applied_index().unwrap().index, 10);
+    let crashed = Store::open(Config::new(&crash_path)).unwrap();
+    assert_eq!(crashed.applied_index().unwrap().index, 0);
+    assert_eq!(crashed.current_revision().unwrap(), 1);
+    // The read committed them without an fsync, which a crash does not keep either (redb's
+    // header still names the last durable commit); a sync does.
+    drop(crashed);
+    std::fs::copy(dir.path().join("kv.redb"), &crash_path).unwrap();
+    let crashed = Store::open(Config::new(&crash_path)).unwrap();
+    assert_eq!(crashed.applied_index().unwrap().index, 0);
+    drop(crashed);
+    s.sync().unwrap();
+    std::fs::copy(dir.path().join("kv.redb"), &crash_path).unwrap();
+    let crashed = Store::open(Config::new(&crash_path)).unwrap();
+    assert_eq!(crashed.applied_index().unwrap().index, 10);
+    assert_eq!(crashed.scan(b"k", b"l", 0).unwrap().len(), 10);
+}
+
+#[test]
+fn a_failed_batch_after_deferred_ones_stops_the_store_and_a_reopen_replays_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.durable_every_batches = 1000;
+    let s = Store::open(cfg.clone()).unwrap();
+    apply_entries(&s, 1, 3);
+    // A read commits batches 1 to 3; 4 to 6 stay in the open transaction.
+    let committed = fingerprint(&s);
+    for i in 4..=6 {
+        apply_entries(&s, i, i);
+    }
+    let failed = s.apply(|b| -> Result<()> {
+        assert!(b.begin_entry(7, 1));
+        Err(MvccError::Corruption(
+            "a storage failure in the middle of a batch".into(),
+        ))
+    });
+    assert!(
+        matches!(failed, Err(MvccError::Corruption(_))),
+        "{failed:?}"
+    );
+    // Batches 4 to 6 went with the transaction: nothing may be applied or read on top.
+    let next = s.apply(|b| {
+        b.begin_entry(8, 1);
+        Ok(())
+    });
+    assert!(matches!(next, Err(MvccError::UncommittedLost)), "{next:?}");
+    assert!(next.unwrap_err().is_fatal());
+    assert!(matches!(s.get(b"k00"), Err(MvccError::UncommittedLost)));
+    assert!(matches!(s.sync(), Err(MvccError::UncommittedLost)));
+    drop(s);
+    // Reopened, the store is where the last commit left it, and the log replays the rest.
+    let s = Store::open(cfg).unwrap();
+    assert_eq!(fingerprint(&s), committed);
+    assert_eq!(apply_entries(&s, 1, 6), 3);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Store::open(config(&reference_dir)).unwrap();
+    apply_entries(&reference, 1, 6);
+    assert_eq!(fingerprint(&s), fingerprint(&reference));
+}

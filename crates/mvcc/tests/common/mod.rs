@@ -14,8 +14,16 @@ pub struct TestStore {
 
 impl TestStore {
     pub fn new() -> TestStore {
+        TestStore::with_durable_every(1)
+    }
+
+    /// A store that makes every `batches`-th batch durable and defers the commit of the
+    /// others (see the store's "Deferred commits").
+    pub fn with_durable_every(batches: u64) -> TestStore {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(config(&dir)).unwrap();
+        let mut cfg = config(&dir);
+        cfg.durable_every_batches = batches;
+        let store = Store::open(cfg).unwrap();
         TestStore {
             dir,
             store: Some(store),
