@@ -247,26 +247,25 @@ fn members_are_added_promoted_and_removed_while_writes_continue() {
     let mut members = start_cluster(base.path(), 3);
     let rt = runtime();
 
-    // Every founder publishes its name and client URL once it runs.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listed = loop {
-        let listed = rt.block_on(member_list(members[1].port));
-        if listed.iter().all(|m| !m.client_ur_ls.is_empty()) || Instant::now() > deadline {
-            break listed;
+    // A fresh member serves clients only once its name and client URL are
+    // in the member list, as etcd's: so as soon as all serve, every one of
+    // them lists every founder's URL (`etcdctl --cluster` depends on it).
+    for asked in &members {
+        let listed = rt.block_on(member_list(asked.port));
+        assert_eq!(listed.len(), 3, "{} lists {listed:?}", asked.name);
+        for member in &members {
+            let record = listed
+                .iter()
+                .find(|m| m.name == member.name)
+                .unwrap_or_else(|| {
+                    panic!("{} not listed by {}: {listed:?}", member.name, asked.name)
+                });
+            assert_eq!(
+                record.client_ur_ls,
+                vec![format!("http://127.0.0.1:{}", member.port)]
+            );
+            assert!(!record.is_learner);
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(listed.len(), 3);
-    for member in &members {
-        let record = listed
-            .iter()
-            .find(|m| m.name == member.name)
-            .unwrap_or_else(|| panic!("{} listed: {listed:?}", member.name));
-        assert_eq!(
-            record.client_ur_ls,
-            vec![format!("http://127.0.0.1:{}", member.port)]
-        );
-        assert!(!record.is_learner);
     }
 
     let ports = Arc::new(Mutex::new(
