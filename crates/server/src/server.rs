@@ -275,6 +275,7 @@ pub async fn run(
         quota_backend_bytes: config.quota_backend_bytes,
         watch_progress_interval: config.watch_progress_interval,
         own_attributes: (config.name.clone(), config.advertise_client_urls.clone()),
+        client_gate: Arc::default(),
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),
@@ -288,12 +289,10 @@ pub async fn run(
         cluster_clock,
         config.request_outcome_ttl,
     ));
-    let (published, attributes_published) = tokio::sync::oneshot::channel();
     let publish = tokio::spawn(publish_self(
         ctx.clone(),
         config.name.clone(),
         config.advertise_client_urls.clone(),
-        published,
     ));
     let quota_monitor = tokio::spawn(crate::alarm::run_quota_monitor(
         ctx.clone(),
@@ -315,7 +314,7 @@ pub async fn run(
     let services = Services::new(ctx.clone(), hub, lessor, min_ttl);
     let state = HttpState { ctx, metrics };
     let metrics_listeners = serve_metrics(&config, &state)?;
-    let served = serve_clients(&config, &services, state, attributes_published, stop).await;
+    let served = serve_clients(&config, &services, state, stop).await;
     for listener in metrics_listeners {
         listener.abort();
     }
@@ -342,19 +341,14 @@ pub async fn run(
 
 /// How often a member looks for a leader to publish its name and client
 /// URLs through, and retries a publish that failed. Client requests wait
-/// for the publish, so this bounds how late a fresh member starts serving.
+/// for the publish, so this bounds how late a fresh member serves them.
 const PUBLISH_RETRY: Duration = Duration::from_millis(50);
 
 /// Records this member's name and client URLs in the replicated member
 /// list once there is a leader (others learn them from MemberList), and
-/// again whenever the flags changed them since. Signals `published` once
-/// the list applied here holds them.
-async fn publish_self(
-    ctx: ServiceContext,
-    name: String,
-    client_urls: Vec<String>,
-    published: tokio::sync::oneshot::Sender<()>,
-) {
+/// again whenever the flags changed them since; then opens the client gate
+/// (see [`crate::http::ready`]).
+async fn publish_self(ctx: ServiceContext, name: String, client_urls: Vec<String>) {
     use crate::replicated::replicated_request::Op;
     loop {
         let current = ctx.members.get(ctx.member_id);
@@ -364,7 +358,7 @@ async fn publish_self(
             continue;
         };
         if current.name == name && current.client_urls == client_urls {
-            let _ = published.send(());
+            ctx.client_gate.open();
             return;
         }
         if ctx.node.shared().leader_id() != 0 {
@@ -378,7 +372,7 @@ async fn publish_self(
             match ctx.propose(&metadata, Op::MemberPublish(record)).await {
                 Ok(_) => {
                     tracing::info!(%name, ?client_urls, "published this member's attributes");
-                    let _ = published.send(());
+                    ctx.client_gate.open();
                     return;
                 }
                 Err(status) => {
@@ -583,7 +577,6 @@ async fn serve_clients(
     config: &ServerConfig,
     services: &Services,
     state: HttpState,
-    attributes_published: tokio::sync::oneshot::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let max_message_bytes = (config.max_request_bytes as usize).max(4 << 20) + (1 << 20);
@@ -605,21 +598,6 @@ async fn serve_clients(
         addr,
         reason: e.to_string(),
     })?;
-    // As etcd, a member whose name and client URLs are not yet in the
-    // replicated member list (a fresh member, or flags that changed them)
-    // serves clients only once they are: until then a linearizable
-    // MemberList, which `etcdctl --cluster` commands start with, would
-    // leave this member out. The port is bound already, so connections
-    // wait in its backlog rather than fail.
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut attributes_published = attributes_published;
-    if attributes_published.try_recv().is_err() {
-        tracing::info!(%addr, "serving clients once this member's name and client URLs are in the member list");
-        tokio::select! {
-            _ = &mut attributes_published => {}
-            () = &mut shutdown => return Ok(()),
-        }
-    }
     tracing::info!(%addr, name = %config.name, member_id = format!("{:x}", config.member_id), "serving client requests");
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
     let serve = crate::http::serve(routes, listener, async {
@@ -628,7 +606,7 @@ async fn serve_clients(
     tokio::pin!(serve);
     let served = tokio::select! {
         result = &mut serve => result,
-        () = &mut shutdown => {
+        () = shutdown => {
             let _ = stop_serving.send(());
             // Let requests in flight finish, but do not wait on idle
             // client connections (or open watches) forever.

@@ -556,6 +556,29 @@ fn health_is_false_with_503_on_a_member_without_a_leader() {
     assert_eq!(local.status, 200, "{}", local.text());
     let metrics = get(port, "/metrics").text();
     assert_eq!(sample(&metrics, "etcd_server_has_leader"), Some(0.0));
+    // Its name and client URL are not published (there is no leader to
+    // publish them through), so, as etcd's, it holds even a serializable
+    // read rather than answer it.
+    let held = runtime().block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let mut request = tonic::Request::new(pb::RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_millis(500));
+        kv.range(request).await
+    });
+    let status = held.expect_err("a member that has not published holds requests");
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
 }
 
 /// The value of one series in Prometheus text.

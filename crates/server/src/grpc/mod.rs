@@ -138,6 +138,8 @@ pub struct ServiceContext {
     /// This member's name and client URLs, as its flags give them (the
     /// replicated record has them only once this member has published).
     pub own_attributes: (String, Vec<String>),
+    /// Holds client requests until this member's publish is applied.
+    pub client_gate: Arc<crate::http::ready::ClientGate>,
 }
 
 impl ServiceContext {

@@ -5,6 +5,8 @@
 //! - [`health`]: `GET /health`.
 //! - [`metrics`]: `GET /metrics`.
 //! - `GET /version` is answered here.
+//! - [`ready`]: holds gRPC and gateway requests until this member's name
+//!   and client URLs are published.
 //! - [`authority`]: repairs the `:authority` of Go clients that dial a URL,
 //!   on every connection these listeners accept.
 //!
@@ -19,6 +21,7 @@ pub mod authority;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
+pub mod ready;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,10 +53,14 @@ pub fn client_routes(
     state: HttpState,
     gateway_body_bytes_max: usize,
 ) -> tonic::service::Routes {
+    let hold =
+        axum::middleware::from_fn_with_state(state.ctx.client_gate.clone(), ready::hold_until_open);
     let grpc = grpc
         .into_axum_router()
-        .layer(counting::CountingLayer::new(state.metrics.grpc.clone()));
-    let gateway = gateway::routes(services, state.metrics.grpc.clone(), gateway_body_bytes_max);
+        .layer(counting::CountingLayer::new(state.metrics.grpc.clone()))
+        .layer(hold.clone());
+    let gateway =
+        gateway::routes(services, state.metrics.grpc.clone(), gateway_body_bytes_max).layer(hold);
     let plain = Router::new()
         .route("/health", get(health::health))
         .route("/version", get(version))
