@@ -147,6 +147,9 @@ fn run(cli: Cli) -> Result<(), CtlError> {
     if let Command::Bench(args) = &cli.command {
         return raftkv_ctl::bench::run(args, &endpoints, cli.dial_timeout);
     }
+    if let Command::Snapshot(SnapshotCommand::Restore(args)) = &cli.command {
+        return commands::restore::run(args);
+    }
     let config = ClientConfig {
         endpoints,
         dial_timeout: cli.dial_timeout,

@@ -48,6 +48,8 @@ pub enum SnapshotCommand {
         /// The file to write.
         args: Vec<String>,
     },
+    /// Restores an etcd member snapshot to an etcd directory.
+    Restore(super::restore::RestoreArgs),
 }
 
 /// Runs an alarm subcommand.
@@ -110,9 +112,12 @@ pub async fn defrag(ctx: &Context, args: &DefragArgs) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// `snapshot save <file>`.
+/// `snapshot save <file>`, or `snapshot restore` (which needs no server).
 pub async fn snapshot(ctx: &Context, command: &SnapshotCommand) -> Result<(), CtlError> {
-    let SnapshotCommand::Save { args } = command;
+    let args = match command {
+        SnapshotCommand::Save { args } => args,
+        SnapshotCommand::Restore(args) => return super::restore::run(args),
+    };
     if args.len() != 1 {
         return Err(CtlError::bad_args("snapshot save expects one argument"));
     }

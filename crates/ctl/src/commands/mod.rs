@@ -1,8 +1,9 @@
 //! The commands, one module per group, each a function from parsed
 //! arguments to printed output: [`kv`] (put, get, del, compaction), [`txn`],
 //! [`watch`], [`lease`], [`member`], [`endpoint`] (status, health) and
-//! [`maintenance`] (alarm, defrag, snapshot, move-leader), and raftkv's own
-//! [`check`] of a recorded history.
+//! [`maintenance`] (alarm, defrag, snapshot save, move-leader), [`restore`]
+//! (snapshot restore, offline), and raftkv's own [`check`] of a recorded
+//! history.
 //!
 //! Argument checks and their messages follow etcdctl's, so a script that
 //! matches on them keeps working.
@@ -13,6 +14,7 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod member;
+pub mod restore;
 pub mod txn;
 pub mod watch;
 

@@ -47,21 +47,35 @@ impl TestServer {
         let advertised_client = identity_client_port
             .map(|p| format!("http://127.0.0.1:{p}"))
             .unwrap_or_else(|| client_url.clone());
-        let flags = raftkv_server::config::Flags::parse_from([
-            "raftkv",
-            "--data-dir",
-            &dir.path().display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &advertised_client,
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{listen_peer}"),
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("default={peer_url}"),
-        ]);
+        let data_dir = dir.path().display().to_string();
+        let listen_peer_url = format!("http://127.0.0.1:{listen_peer}");
+        let initial_cluster = format!("default={peer_url}");
+        Self::start_with_flags(
+            dir,
+            port,
+            &[
+                "--data-dir",
+                &data_dir,
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &advertised_client,
+                "--listen-peer-urls",
+                &listen_peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &initial_cluster,
+            ],
+        )
+    }
+
+    /// A member run with `flags`, which must serve clients on `port`; `dir`
+    /// is removed when the server is dropped.
+    pub fn start_with_flags(dir: tempfile::TempDir, port: u16, flags: &[&str]) -> Self {
+        let flags = raftkv_server::config::Flags::parse_from(
+            std::iter::once("raftkv").chain(flags.iter().copied()),
+        );
         let config = raftkv_server::config::ServerConfig::from_flags(&flags).expect("config");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
