@@ -36,8 +36,9 @@ impl ClusterService {
     }
 
     /// The members as etcd lists them. This member's own name and client
-    /// URLs come from its flags until its publish is applied, so a client
-    /// syncing its endpoints right after start still finds this member.
+    /// URLs come from its flags until its publish is applied: client
+    /// requests wait for that (see `crate::http::ready`), but the Cluster
+    /// service on the peer port answers a joining member before it.
     fn members_pb(&self) -> Vec<pb::Member> {
         let (own_name, own_urls) = &self.ctx.own_attributes;
         self.ctx
