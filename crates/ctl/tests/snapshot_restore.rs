@@ -126,4 +126,14 @@ fn a_saved_snapshot_restores_into_a_new_member_that_serves_it() {
         "1\n",
         "history is kept"
     );
+    // The new cluster is the one its flags describe: the source's member
+    // records are not carried over.
+    let members = raftkvctl(&member.endpoint(), &["member", "list"]);
+    assert_eq!(members.code, 0, "{members:?}");
+    let listed: Vec<&str> = members.stdout.lines().collect();
+    assert_eq!(listed.len(), 1, "{members:?}");
+    assert!(
+        listed[0].contains(&format!(", started, r, {peer_url}, {client_url}, false")),
+        "{members:?}"
+    );
 }

@@ -20,9 +20,9 @@ use raftkv_proto::raftkvpeer::Member;
 use raftkv_raft::{ConfChange, ConfChangeStep, NodeId};
 
 /// Namespace of member records in the store's aux records.
-const MEMBERS: &str = "member";
+pub(crate) const MEMBERS: &str = "member";
 /// Namespace of the ids of removed members, which may never come back.
-const REMOVED: &str = "member_removed";
+pub(crate) const REMOVED: &str = "member_removed";
 
 fn key(id: NodeId) -> [u8; 8] {
     id.to_be_bytes()

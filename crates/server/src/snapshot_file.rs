@@ -8,7 +8,8 @@
 //! a *new* cluster from it: member and cluster ids come from the options
 //! (name, initial cluster, advertised peer URLs, token) exactly as the server
 //! derives them from its flags; revisions, history and leases are kept; the
-//! old cluster's raft position, alarms and exactly-once records are dropped.
+//! old cluster's raft position, member list, alarms and exactly-once records
+//! are dropped.
 //! Starting `raftkv` with the same flags then bootstraps the cluster on top of
 //! the restored data. With several members in the initial cluster, every
 //! member restores the same file with its own `--name`.
@@ -186,7 +187,11 @@ pub fn restore(
         ))?;
         let file = std::fs::File::open(snapshot).map_err(io_at(snapshot))?;
         let meta = store.install_snapshot(io::BufReader::new(file).take(image_bytes))?;
+        // The new cluster's members are the ones its flags describe (their
+        // records come with its bootstrap entries), not the old cluster's.
         store.rebase_for_new_cluster(&[
+            crate::members::MEMBERS,
+            crate::members::REMOVED,
             crate::alarm::ALARMS,
             crate::outcomes::OUTCOMES,
             crate::outcomes::CLOCK,

@@ -80,12 +80,14 @@ pub fn wait_ready(port: u16) -> bool {
             let Ok(mut kv) = KvClient::connect(format!("http://127.0.0.1:{port}")).await else {
                 return false;
             };
-            kv.range(pb::RangeRequest {
+            // A member holds requests until it has published its URLs:
+            // bounded, so the deadline above is checked.
+            let mut request = tonic::Request::new(pb::RangeRequest {
                 key: b"ready?".to_vec(),
                 ..Default::default()
-            })
-            .await
-            .is_ok()
+            });
+            request.set_timeout(Duration::from_secs(2));
+            kv.range(request).await.is_ok()
         });
         if ready {
             return true;
