@@ -22,6 +22,7 @@
 //!   `/version` and `/metrics`.
 //! - [`metrics`]: the Prometheus metrics, under etcd's names.
 //! - [`server`]: one member put together.
+//! - [`tls`]: TLS on the client and peer ports.
 //! - [`error`]: configuration and request errors.
 #![deny(missing_docs, unsafe_code)]
 
@@ -45,4 +46,5 @@ pub mod replicated;
 pub mod server;
 pub mod snapshot_file;
 pub mod status;
+pub mod tls;
 pub mod watch;
