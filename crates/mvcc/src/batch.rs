@@ -346,10 +346,9 @@ impl<'t> Batch<'t> {
         Ok(resp)
     }
 
-    fn lease_revoke_in_request(&mut self, id: i64) -> Result<DeleteRangeResponse> {
-        if self.leases.remove(id)?.is_none() {
-            return Err(MvccError::LeaseNotFound);
-        }
+    /// The keys attached to lease `id` including this batch's changes, in
+    /// key order.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>> {
         let lo: (i64, &[u8]) = (id, &[]);
         let mut keys = Vec::new();
         for e in self.lease_keys.range(lo..)? {
@@ -360,6 +359,14 @@ impl<'t> Batch<'t> {
             }
             keys.push(key.to_vec());
         }
+        Ok(keys)
+    }
+
+    fn lease_revoke_in_request(&mut self, id: i64) -> Result<DeleteRangeResponse> {
+        if self.leases.remove(id)?.is_none() {
+            return Err(MvccError::LeaseNotFound);
+        }
+        let keys = self.lease_keys(id)?;
         let mut resp = DeleteRangeResponse::default();
         for key in keys {
             let r = self.delete_in_request(&KeyRange::Single(key), false)?;

@@ -180,9 +180,13 @@ async fn raise_nospace(ctx: &ServiceContext) -> Result<(), Status> {
         member_id: ctx.member_id,
         alarm: pb::AlarmType::Nospace as i32,
     };
-    ctx.propose(&tonic::metadata::MetadataMap::new(), Op::Alarm(request))
-        .await
-        .map(|_| ())
+    ctx.propose(
+        &crate::auth::Caller::Server,
+        &tonic::metadata::MetadataMap::new(),
+        Op::Alarm(request),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// etcd's quota check before a write that adds `cost` bytes: refused with NOSPACE (and

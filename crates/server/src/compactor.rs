@@ -112,7 +112,14 @@ pub async fn run(ctx: ServiceContext, mode: AutoCompaction) {
             physical: false,
         };
         let metadata = tonic::metadata::MetadataMap::new();
-        match ctx.propose(&metadata, Op::Compaction(request)).await {
+        match ctx
+            .propose(
+                &crate::auth::Caller::Server,
+                &metadata,
+                Op::Compaction(request),
+            )
+            .await
+        {
             Ok(_) => {
                 tracing::info!(revision = target, "compacted automatically");
                 plan.compacted(target);

@@ -109,6 +109,16 @@ pub struct Flags {
     /// the operating system).
     #[arg(long)]
     pub experimental_peer_source_ip: Option<std::net::IpAddr>,
+    /// Kind of auth token: `simple` (etcd's default; random tokens each
+    /// member keeps in memory).
+    #[arg(long, default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds a simple token lives after its last use.
+    #[arg(long, default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// The bcrypt cost of stored password hashes (4 to 31).
+    #[arg(long, default_value_t = 10)]
+    pub bcrypt_cost: u32,
 }
 
 /// How automatic compaction is scheduled.
@@ -195,6 +205,10 @@ pub struct ServerConfig {
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// How long exactly-once outcomes are kept (by the cluster clock).
     pub request_outcome_ttl: Duration,
+    /// How long a simple auth token lives after its last use.
+    pub auth_token_ttl: Duration,
+    /// The bcrypt cost of password hashes.
+    pub bcrypt_cost: u32,
 }
 
 /// Default of `--backend-cache-bytes`. Measured with 1 million keys of 256 B
@@ -332,8 +346,46 @@ impl ServerConfig {
                 &flags.request_outcome_ttl,
                 "--request-outcome-ttl",
             )?,
+            auth_token_ttl: parse_auth_token(&flags.auth_token, flags.auth_token_ttl)?,
+            bcrypt_cost: if crate::auth::BCRYPT_COSTS.contains(&flags.bcrypt_cost) {
+                flags.bcrypt_cost
+            } else {
+                return Err(ConfigError::Invalid(format!(
+                    "--bcrypt-cost {} is out of range (4 to 31)",
+                    flags.bcrypt_cost
+                )));
+            },
         })
     }
+}
+
+/// Validates `--auth-token` and `--auth-token-ttl`; the token TTL.
+fn parse_auth_token(kind: &str, ttl_seconds: u64) -> Result<Duration, ConfigError> {
+    let kind_name = kind.split(',').next().unwrap_or_default();
+    match kind_name {
+        "simple" if kind == "simple" => {}
+        "simple" => {
+            return Err(ConfigError::Invalid(format!(
+                "--auth-token {kind:?}: simple tokens take no options"
+            )))
+        }
+        "jwt" => {
+            return Err(ConfigError::Invalid(
+                "--auth-token jwt is not supported yet; use simple".into(),
+            ))
+        }
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "--auth-token {kind:?}: the token kind must be simple"
+            )))
+        }
+    }
+    if ttl_seconds == 0 {
+        return Err(ConfigError::Invalid(
+            "--auth-token-ttl must be positive".into(),
+        ));
+    }
+    Ok(Duration::from_secs(ttl_seconds))
 }
 
 fn split_urls(text: &str) -> Vec<String> {

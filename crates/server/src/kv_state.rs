@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use raftkv_mvcc::{BackgroundSync, Batch, MvccError, Store};
+use raftkv_proto::etcdserverpb as pb;
 use raftkv_raft::{ConfChange, ConfState, Index};
 
 use crate::alarm;
+use crate::auth::state::Applied;
+use crate::auth::{self, Auth, AuthChange, AuthState, Caller};
 use crate::convert;
 use crate::error::NodeError;
 use crate::lease_checkpoint;
@@ -37,20 +40,29 @@ pub struct KvStateMachine {
     cluster_clock: Arc<ClusterClock>,
     /// Makes the store's durable commits off this thread, when set.
     background_sync: Option<BackgroundSync>,
+    /// The auth store as of the applied index, published to `auth`.
+    auth_state: Arc<AuthState>,
+    /// This member's auth: the published store and the tokens.
+    auth: Arc<Auth>,
 }
 
 impl KvStateMachine {
     /// Wraps `store`. `members` is refreshed whenever the membership
-    /// changes; `cluster_clock` learns every replicated clock value applied.
+    /// changes; `cluster_clock` learns every replicated clock value applied;
+    /// `auth` is given the auth store as applied, and the tokens
+    /// `Authenticate` entries give out.
     pub fn new(
         store: Arc<Store>,
         hub: WatchHub,
         lessor: Arc<Lessor>,
         members: Arc<MemberDirectory>,
         cluster_clock: Arc<ClusterClock>,
+        auth: Arc<Auth>,
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
         members.load(&store).map_err(fatal)?;
+        let auth_state = Arc::new(AuthState::load(&store).map_err(fatal)?);
+        auth.publish(auth_state.clone());
         let nospace = alarm::any_nospace(&alarm::list(&store).map_err(fatal)?);
         let clock_ms = outcomes::load_clock(&store).map_err(fatal)?;
         cluster_clock.observe(clock_ms);
@@ -64,6 +76,8 @@ impl KvStateMachine {
             clock_ms,
             cluster_clock,
             background_sync: None,
+            auth_state,
+            auth,
         })
     }
 
@@ -95,6 +109,18 @@ struct Effects {
     /// Replicated state carried from batch to batch.
     nospace: bool,
     clock_ms: u64,
+    /// The auth store as of the entry being applied.
+    auth: Arc<AuthState>,
+    auth_changed: bool,
+    /// Tokens given out and forgotten, in log order.
+    token_changes: Vec<TokenChange>,
+}
+
+/// A change of this member's tokens, made once its batch is committed.
+enum TokenChange {
+    Assign { token: String, user: String },
+    InvalidateUser(String),
+    Clear,
 }
 
 impl StateMachine for KvStateMachine {
@@ -118,6 +144,9 @@ impl StateMachine for KvStateMachine {
                     members_changed: false,
                     nospace: self.nospace,
                     clock_ms: self.clock_ms,
+                    auth: self.auth_state.clone(),
+                    auth_changed: false,
+                    token_changes: Vec::new(),
                 };
                 batch.record_events(with_prev_kv);
                 let mut outcomes = Vec::with_capacity(proposals.len());
@@ -127,7 +156,12 @@ impl StateMachine for KvStateMachine {
                         outcomes.push(Outcome::default());
                         continue;
                     }
-                    outcomes.push(apply_one(batch, proposal.payload, &mut effects)?);
+                    outcomes.push(apply_one(
+                        batch,
+                        proposal.index,
+                        proposal.payload,
+                        &mut effects,
+                    )?);
                 }
                 // Replayed entries are a prefix of the batch, so an entry
                 // that moved the clock leaves the last entry open.
@@ -159,6 +193,17 @@ impl StateMachine for KvStateMachine {
         }
         if effects.members_changed {
             self.members.load(&self.store).map_err(fatal)?;
+        }
+        if effects.auth_changed {
+            self.auth_state = effects.auth;
+            self.auth.publish(self.auth_state.clone());
+        }
+        for change in effects.token_changes {
+            match change {
+                TokenChange::Assign { token, user } => self.auth.tokens.assign(token, user),
+                TokenChange::InvalidateUser(user) => self.auth.tokens.invalidate_user(&user),
+                TokenChange::Clear => self.auth.tokens.clear(),
+            }
         }
         self.nospace = effects.nospace;
         self.clock_ms = effects.clock_ms;
@@ -203,6 +248,11 @@ impl StateMachine for KvStateMachine {
     fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError> {
         let meta = self.store.install_snapshot(image).map_err(fatal)?;
         self.members.load(&self.store).map_err(fatal)?;
+        self.auth_state = Arc::new(AuthState::load(&self.store).map_err(fatal)?);
+        self.auth.publish(self.auth_state.clone());
+        // The image may hold password changes and deletions whose tokens
+        // this member cannot tell apart any more: clients authenticate anew.
+        self.auth.tokens.clear();
         self.applied = meta.applied.index;
         self.nospace = alarm::any_nospace(&alarm::list(&self.store).map_err(fatal)?);
         self.clock_ms = outcomes::load_clock(&self.store).map_err(fatal)?;
@@ -228,10 +278,12 @@ enum LeaseChange {
     Checkpointed { id: i64, remaining: i64 },
 }
 
-/// Applies one replicated request and returns its outcome; a retried
-/// request gets its first outcome back instead.
+/// Applies one replicated request (at log `index`) and returns its outcome;
+/// a retried request gets its first outcome back instead, if it is made as
+/// the same user and that user may still make it.
 fn apply_one(
     batch: &mut Batch<'_>,
+    index: Index,
     payload: &[u8],
     effects: &mut Effects,
 ) -> Result<Outcome, MvccError> {
@@ -243,10 +295,36 @@ fn apply_one(
         }
     };
     effects.clock_ms = effects.clock_ms.max(request.proposed_at_ms);
+    let caller = if request.internal {
+        Caller::Server
+    } else {
+        Caller::Client {
+            user: (!request.user.is_empty()).then(|| request.user.clone()),
+        }
+    };
+    // Checked before the exactly-once table is asked, so a retry is judged
+    // by the permissions of now, not of its first attempt.
+    if let Some(op) = &request.op {
+        let lease_keys = |id: i64| batch.lease_keys(id);
+        if let Err(refused) = auth::request::authorize(&effects.auth, &caller, op, &lease_keys)? {
+            return Ok(Outcome::error(
+                batch.current_revision(),
+                &tonic::Status::from(refused),
+            ));
+        }
+    }
     let identified = request.client_id != 0;
     if identified {
         match outcomes::lookup(batch, request.client_id, request.sequence)? {
             Seen::New => {}
+            Seen::Applied(first) if first.user != request.user => {
+                // Another user's request under the same id: its outcome is
+                // not this caller's to learn, and this request is not new.
+                return Ok(Outcome::error(
+                    batch.current_revision(),
+                    &tonic::Status::from(auth::AuthError::PermissionDenied),
+                ));
+            }
             Seen::Applied(first) => {
                 tracing::debug!(
                     client = request.client_id,
@@ -270,7 +348,8 @@ fn apply_one(
     }
     effects.members_changed |=
         matches!(request.op, Some(Op::MemberUpdate(_) | Op::MemberPublish(_)));
-    let outcome = execute(batch, request.op, effects)?;
+    let mut outcome = execute(batch, index, request.op, effects)?;
+    outcome.user = request.user;
     if identified {
         outcomes::record(
             batch,
@@ -299,21 +378,121 @@ fn grows_store(op: &Op) -> bool {
         | Op::MemberUpdate(_)
         | Op::MemberPublish(_)
         | Op::LeaseCheckpoint(_)
-        | Op::ForgetOutcomes(_) => false,
+        | Op::ForgetOutcomes(_)
+        | Op::AuthEnable(_)
+        | Op::AuthDisable(_)
+        | Op::Authenticate(_)
+        | Op::UserAdd(_)
+        | Op::UserDelete(_)
+        | Op::UserChangePassword(_)
+        | Op::UserGrantRole(_)
+        | Op::UserRevokeRole(_)
+        | Op::RoleAdd(_)
+        | Op::RoleDelete(_)
+        | Op::RoleGrantPermission(_)
+        | Op::RoleRevokePermission(_) => false,
     }
 }
 
-/// Runs the operation; request errors become error outcomes, store failures
-/// stop the batch.
+/// The auth change an operation makes, if it is one.
+fn auth_change(op: Op) -> Result<AuthChange, Op> {
+    Ok(match op {
+        Op::AuthEnable(_) => AuthChange::Enable,
+        Op::AuthDisable(_) => AuthChange::Disable,
+        Op::UserAdd(req) => AuthChange::UserAdd(req),
+        Op::UserDelete(req) => AuthChange::UserDelete(req),
+        Op::UserChangePassword(req) => AuthChange::UserChangePassword(req),
+        Op::UserGrantRole(req) => AuthChange::UserGrantRole(req),
+        Op::UserRevokeRole(req) => AuthChange::UserRevokeRole(req),
+        Op::RoleAdd(req) => AuthChange::RoleAdd(req),
+        Op::RoleDelete(req) => AuthChange::RoleDelete(req),
+        Op::RoleGrantPermission(req) => AuthChange::RoleGrantPermission(req),
+        Op::RoleRevokePermission(req) => AuthChange::RoleRevokePermission(req),
+        other => return Err(other),
+    })
+}
+
+/// Applies an auth change to the batch's copy of the auth store.
+fn execute_auth_change(
+    batch: &mut Batch<'_>,
+    change: AuthChange,
+    effects: &mut Effects,
+) -> Result<Outcome, MvccError> {
+    let state = Arc::make_mut(&mut effects.auth);
+    match state.apply(batch, &change)? {
+        Ok(applied) => {
+            effects.auth_changed = true;
+            match applied {
+                Applied::Changed => {}
+                Applied::InvalidateUser(user) => effects
+                    .token_changes
+                    .push(TokenChange::InvalidateUser(user)),
+                Applied::Disabled => effects.token_changes.push(TokenChange::Clear),
+            }
+            Ok(Outcome {
+                revision: batch.current_revision(),
+                user: String::new(),
+                result: Some(outcome::Result::AuthChanged(state.revision())),
+            })
+        }
+        Err(refused) => Ok(Outcome::error(
+            batch.current_revision(),
+            &tonic::Status::from(refused),
+        )),
+    }
+}
+
+/// Applies an `Authenticate` whose password the proposer checked: the user
+/// gets the token `<prefix>.<index>` on every member, if auth is still
+/// enabled and the user still authenticates by password.
+fn execute_authenticate(
+    batch: &Batch<'_>,
+    index: Index,
+    req: crate::replicated::Authenticate,
+    effects: &mut Effects,
+) -> Outcome {
+    if let Err(refused) = effects.auth.password_hash(&req.name) {
+        let refused = match refused {
+            auth::AuthError::NoPasswordUser => auth::AuthError::AuthFailed,
+            other => other,
+        };
+        return Outcome::error(batch.current_revision(), &tonic::Status::from(refused));
+    }
+    let token = format!("{}.{}", req.token_prefix, index);
+    effects.token_changes.push(TokenChange::Assign {
+        token: token.clone(),
+        user: req.name,
+    });
+    Outcome {
+        revision: batch.current_revision(),
+        user: String::new(),
+        result: Some(outcome::Result::Authenticated(pb::AuthenticateResponse {
+            header: None,
+            token,
+        })),
+    }
+}
+
+/// Runs the operation (at log `index`); request errors become error
+/// outcomes, store failures stop the batch.
 fn execute(
     batch: &mut Batch<'_>,
+    index: Index,
     op: Option<Op>,
     effects: &mut Effects,
 ) -> Result<Outcome, MvccError> {
-    let lease_changes = &mut effects.lease_changes;
     if effects.nospace && op.as_ref().is_some_and(grows_store) {
         return Ok(Outcome::error(batch.current_revision(), &alarm::no_space()));
     }
+    let op = match op.map(auth_change) {
+        Some(Ok(change)) => return execute_auth_change(batch, change, effects),
+        Some(Err(Op::Authenticate(req))) => {
+            return Ok(execute_authenticate(batch, index, req, effects))
+        }
+        Some(Err(op)) => Some(op),
+        None => None,
+    };
+    let lease_changes = &mut effects.lease_changes;
     let result = match op {
         Some(Op::Put(req)) => batch
             .put(&convert::put_from_pb(&req))
@@ -369,6 +548,24 @@ fn execute(
             effects.nospace = alarm::any_nospace(&alarm::list_in(batch)?);
             Ok(outcome::Result::Alarm(resp))
         }),
+        // Taken out above.
+        Some(
+            Op::AuthEnable(_)
+            | Op::AuthDisable(_)
+            | Op::Authenticate(_)
+            | Op::UserAdd(_)
+            | Op::UserDelete(_)
+            | Op::UserChangePassword(_)
+            | Op::UserGrantRole(_)
+            | Op::UserRevokeRole(_)
+            | Op::RoleAdd(_)
+            | Op::RoleDelete(_)
+            | Op::RoleGrantPermission(_)
+            | Op::RoleRevokePermission(_),
+        ) => {
+            let status = tonic::Status::internal("etcdserver: auth request misrouted");
+            return Ok(Outcome::error(batch.current_revision(), &status));
+        }
         None => {
             let status = tonic::Status::invalid_argument("etcdserver: empty request");
             return Ok(Outcome::error(batch.current_revision(), &status));
@@ -377,6 +574,7 @@ fn execute(
     match result {
         Ok(result) => Ok(Outcome {
             revision: batch.current_revision(),
+            user: String::new(),
             result: Some(result),
         }),
         Err(err) if err.is_fatal() => Err(err),
@@ -391,6 +589,7 @@ fn member_outcome(batch: &Batch<'_>, found: bool) -> Outcome {
     if found {
         Outcome {
             revision: batch.current_revision(),
+            user: String::new(),
             result: Some(outcome::Result::MemberUpdate(Default::default())),
         }
     } else {
@@ -402,7 +601,6 @@ fn member_outcome(batch: &Batch<'_>, found: bool) -> Outcome {
 mod tests {
     use super::*;
     use crate::replicated::ForgetOutcomes;
-    use raftkv_proto::etcdserverpb as pb;
 
     fn machine(dir: &tempfile::TempDir) -> KvStateMachine {
         let store = Arc::new(
@@ -414,6 +612,12 @@ mod tests {
             Arc::new(Lessor::default()),
             MemberDirectory::new(1),
             ClusterClock::new(0),
+            Auth::new(
+                AuthState::default(),
+                std::time::Duration::from_secs(300),
+                false,
+                4,
+            ),
         )
         .expect("state machine")
     }
@@ -424,6 +628,7 @@ mod tests {
             sequence: 1,
             proposed_at_ms,
             op: Some(op),
+            ..Default::default()
         }
         .encode_to_vec()
     }
@@ -497,6 +702,7 @@ mod tests {
                 sequence,
                 proposed_at_ms: 1,
                 op: Some(put(key)),
+                ..Default::default()
             }
             .encode_to_vec()
         };
@@ -513,6 +719,155 @@ mod tests {
         // A new sequence in the same slot is applied as usual.
         let next = apply(&mut machine, 4, &with_sequence(129, "next"));
         assert!(next.revision > later.revision);
+    }
+
+    fn as_user(user: &str, sequence: u64, op: Op) -> Vec<u8> {
+        ReplicatedRequest {
+            // One client per user.
+            client_id: 70 + user.len() as u64,
+            sequence,
+            user: user.into(),
+            op: Some(op),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn error_message(outcome: &Outcome) -> Option<&str> {
+        match &outcome.result {
+            Some(outcome::Result::Error(e)) => Some(&e.message),
+            _ => None,
+        }
+    }
+
+    /// Auth on, with root (role root) and `writer` (readwrite on `k/`).
+    fn enable_auth(machine: &mut KvStateMachine) -> Index {
+        let hash = "JDJhJDA0JHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eA==".to_string();
+        let steps = vec![
+            Op::UserAdd(pb::AuthUserAddRequest {
+                name: "root".into(),
+                hashed_password: hash.clone(),
+                ..Default::default()
+            }),
+            Op::UserAdd(pb::AuthUserAddRequest {
+                name: "writer".into(),
+                hashed_password: hash,
+                ..Default::default()
+            }),
+            Op::RoleAdd(pb::AuthRoleAddRequest { name: "rw".into() }),
+            Op::RoleGrantPermission(pb::AuthRoleGrantPermissionRequest {
+                name: "rw".into(),
+                perm: Some(raftkv_proto::authpb::Permission {
+                    perm_type: raftkv_proto::authpb::permission::Type::Readwrite as i32,
+                    key: b"k/".to_vec(),
+                    range_end: b"k0".to_vec(),
+                }),
+            }),
+            Op::UserGrantRole(pb::AuthUserGrantRoleRequest {
+                user: "root".into(),
+                role: "root".into(),
+            }),
+            Op::UserGrantRole(pb::AuthUserGrantRoleRequest {
+                user: "writer".into(),
+                role: "rw".into(),
+            }),
+            Op::AuthEnable(pb::AuthEnableRequest {}),
+        ];
+        let mut index = 0;
+        for op in steps {
+            index += 1;
+            let outcome = apply(machine, index, &request(0, 1, op));
+            assert_eq!(error_message(&outcome), None, "{outcome:?}");
+        }
+        assert!(machine.auth.state().enabled());
+        index
+    }
+
+    /// Every member checks a write again when it applies it, against the
+    /// auth store as of that entry: a write proposed before its user lost
+    /// the permission (or by a member that did not check) is refused.
+    #[test]
+    fn writes_are_checked_again_when_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = machine(&dir);
+        let mut index = enable_auth(&mut machine);
+        let mut next = || {
+            index += 1;
+            index
+        };
+        let allowed = apply(&mut machine, next(), &as_user("writer", 1, put("k/a")));
+        assert_eq!(error_message(&allowed), None);
+        let outside = apply(&mut machine, next(), &as_user("writer", 2, put("other")));
+        assert_eq!(
+            error_message(&outside),
+            Some("etcdserver: permission denied")
+        );
+        let anonymous = apply(&mut machine, next(), &as_user("", 3, put("k/b")));
+        assert_eq!(
+            error_message(&anonymous),
+            Some("etcdserver: user name is empty")
+        );
+        // The server's own requests are not a client's.
+        let internal = ReplicatedRequest {
+            internal: true,
+            op: Some(Op::Compaction(pb::CompactionRequest {
+                revision: 1,
+                physical: false,
+            })),
+            ..Default::default()
+        };
+        let compacted = apply(&mut machine, next(), &internal.encode_to_vec());
+        assert_eq!(error_message(&compacted), None);
+        // A non-root user cannot change the auth store.
+        let grab = Op::UserGrantRole(pb::AuthUserGrantRoleRequest {
+            user: "writer".into(),
+            role: "root".into(),
+        });
+        let grabbed = apply(&mut machine, next(), &as_user("writer", 4, grab));
+        assert_eq!(
+            error_message(&grabbed),
+            Some("etcdserver: permission denied")
+        );
+        assert!(!machine.auth.state().has_role("writer", "root"));
+        // Revoked between proposal and apply: the retry of an applied write
+        // is refused too, not answered from the table.
+        let revoke = Op::UserRevokeRole(pb::AuthUserRevokeRoleRequest {
+            name: "writer".into(),
+            role: "rw".into(),
+        });
+        let revoked = apply(&mut machine, next(), &as_user("root", 1, revoke));
+        assert_eq!(error_message(&revoked), None);
+        let retry = apply(&mut machine, next(), &as_user("writer", 1, put("k/a")));
+        assert_eq!(error_message(&retry), Some("etcdserver: permission denied"));
+    }
+
+    /// An applied Authenticate gives every member the token
+    /// `<prefix>.<index>`; a deleted user's tokens are forgotten.
+    #[test]
+    fn authenticate_gives_out_the_token_and_deletion_forgets_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut machine = machine(&dir);
+        let index = enable_auth(&mut machine);
+        let login = Op::Authenticate(crate::replicated::Authenticate {
+            name: "writer".into(),
+            token_prefix: "abcdefghijklmnop".into(),
+        });
+        let outcome = apply(&mut machine, index + 1, &request(0, 1, login));
+        let token = format!("abcdefghijklmnop.{}", index + 1);
+        assert_eq!(
+            outcome.result,
+            Some(outcome::Result::Authenticated(pb::AuthenticateResponse {
+                header: None,
+                token: token.clone(),
+            }))
+        );
+        assert_eq!(machine.auth.tokens.user(&token).as_deref(), Some("writer"));
+        let delete = Op::UserDelete(pb::AuthUserDeleteRequest {
+            name: "writer".into(),
+        });
+        let deleted = apply(&mut machine, index + 2, &as_user("root", 1, delete));
+        assert_eq!(error_message(&deleted), None);
+        assert_eq!(machine.auth.tokens.user(&token), None);
     }
 
     /// The replicated clock survives a restart, and this member's reading

@@ -3,6 +3,7 @@
 //! - [`config`]: etcd's flags, defaults and validation.
 //! - [`compactor`]: automatic compaction on the leader.
 //! - [`alarm`]: the replicated alarm list and the backend quota (NOSPACE).
+//! - [`auth`]: etcd's authentication and role-based access control.
 //! - [`snapshot_file`]: verifying a saved Maintenance snapshot and restoring
 //!   it into a new data directory.
 //! - [`node`]: the driver thread that runs the Raft Ready loop over the
@@ -27,6 +28,7 @@
 #![deny(missing_docs, unsafe_code)]
 
 pub mod alarm;
+pub mod auth;
 pub mod cli;
 pub mod compactor;
 pub mod config;

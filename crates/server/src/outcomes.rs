@@ -228,7 +228,11 @@ pub async fn run_expiry(ctx: ServiceContext, clock: Arc<ClusterClock>, ttl: Dura
         let metadata = tonic::metadata::MetadataMap::new();
         // A lost proposal only means the outcomes go at the next check.
         if let Err(status) = ctx
-            .propose(&metadata, Op::ForgetOutcomes(ForgetOutcomes { ttl_ms }))
+            .propose(
+                &crate::auth::Caller::Server,
+                &metadata,
+                Op::ForgetOutcomes(ForgetOutcomes { ttl_ms }),
+            )
             .await
         {
             tracing::debug!(%status, "forgetting expired outcomes not committed");
@@ -248,6 +252,7 @@ mod tests {
     fn put_outcome(revision: i64) -> Outcome {
         Outcome {
             revision,
+            user: String::new(),
             result: Some(outcome::Result::Put(Default::default())),
         }
     }

@@ -22,10 +22,18 @@ pub struct ReplicatedRequest {
     /// [`crate::outcomes`]); not a wall-clock time.
     #[prost(uint64, tag = "3")]
     pub proposed_at_ms: u64,
+    /// The user the proposer authenticated the client as ("" for none);
+    /// the write is checked against this user's permissions when applied.
+    #[prost(string, tag = "4")]
+    pub user: String,
+    /// Proposed by the server itself (lease expiry, automatic compaction,
+    /// checkpoints), not for a client: no permission applies.
+    #[prost(bool, tag = "5")]
+    pub internal: bool,
     /// The operation.
     #[prost(
         oneof = "replicated_request::Op",
-        tags = "10, 11, 12, 13, 14, 15, 16, 30, 31, 32, 33"
+        tags = "10, 11, 12, 13, 14, 15, 16, 30, 31, 32, 33, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51"
     )]
     pub op: Option<replicated_request::Op>,
 }
@@ -70,6 +78,42 @@ pub mod replicated_request {
         /// The leader's order to forget expired outcomes.
         #[prost(message, tag = "33")]
         ForgetOutcomes(super::ForgetOutcomes),
+        /// AuthEnable.
+        #[prost(message, tag = "40")]
+        AuthEnable(pb::AuthEnableRequest),
+        /// AuthDisable.
+        #[prost(message, tag = "41")]
+        AuthDisable(pb::AuthDisableRequest),
+        /// A password checked by the proposer: the token to give out.
+        #[prost(message, tag = "42")]
+        Authenticate(super::Authenticate),
+        /// UserAdd, with the password only as its hash.
+        #[prost(message, tag = "43")]
+        UserAdd(pb::AuthUserAddRequest),
+        /// UserDelete.
+        #[prost(message, tag = "44")]
+        UserDelete(pb::AuthUserDeleteRequest),
+        /// UserChangePassword, with the password only as its hash.
+        #[prost(message, tag = "45")]
+        UserChangePassword(pb::AuthUserChangePasswordRequest),
+        /// UserGrantRole.
+        #[prost(message, tag = "46")]
+        UserGrantRole(pb::AuthUserGrantRoleRequest),
+        /// UserRevokeRole.
+        #[prost(message, tag = "47")]
+        UserRevokeRole(pb::AuthUserRevokeRoleRequest),
+        /// RoleAdd.
+        #[prost(message, tag = "48")]
+        RoleAdd(pb::AuthRoleAddRequest),
+        /// RoleDelete.
+        #[prost(message, tag = "49")]
+        RoleDelete(pb::AuthRoleDeleteRequest),
+        /// RoleGrantPermission.
+        #[prost(message, tag = "50")]
+        RoleGrantPermission(pb::AuthRoleGrantPermissionRequest),
+        /// RoleRevokePermission.
+        #[prost(message, tag = "51")]
+        RoleRevokePermission(pb::AuthRoleRevokePermissionRequest),
     }
 }
 
@@ -82,16 +126,34 @@ pub struct ForgetOutcomes {
     pub ttl_ms: u64,
 }
 
+/// A user whose password the proposer checked, and the random prefix of
+/// the simple token every member gives that user when this is applied
+/// (the token is `<prefix>.<log index>`; see [`crate::auth::tokens`]).
+/// The password itself never enters the log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Authenticate {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The token's random prefix.
+    #[prost(string, tag = "2")]
+    pub token_prefix: String,
+}
+
 /// What applying a request yielded; also what the exactly-once table stores.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Outcome {
     /// The store revision after the request was applied.
     #[prost(int64, tag = "1")]
     pub revision: i64,
+    /// The user the request was applied as: a retry is answered with this
+    /// outcome only for the same user.
+    #[prost(string, tag = "3")]
+    pub user: String,
     /// The response or the error.
     #[prost(
         oneof = "outcome::Result",
-        tags = "10, 11, 12, 13, 14, 15, 16, 20, 30, 31, 32"
+        tags = "10, 11, 12, 13, 14, 15, 16, 20, 30, 31, 32, 40, 41"
     )]
     pub result: Option<outcome::Result>,
 }
@@ -133,6 +195,12 @@ pub mod outcome {
         /// How many outcomes a [`super::ForgetOutcomes`] forgot.
         #[prost(uint64, tag = "32")]
         Forgotten(u64),
+        /// The token an applied [`super::Authenticate`] gave out.
+        #[prost(message, tag = "40")]
+        Authenticated(pb::AuthenticateResponse),
+        /// An auth change made: the auth revision after it.
+        #[prost(uint64, tag = "41")]
+        AuthChanged(u64),
         /// The request failed as etcd would answer it.
         #[prost(message, tag = "20")]
         Error(super::ErrorOutcome),
@@ -155,6 +223,7 @@ impl Outcome {
     pub fn error(revision: i64, status: &tonic::Status) -> Self {
         Self {
             revision,
+            user: String::new(),
             result: Some(outcome::Result::Error(ErrorOutcome {
                 code: status.code() as i32,
                 message: status.message().to_string(),
@@ -183,12 +252,26 @@ mod tests {
             replicated_request::Op::LeaseCheckpoint(Default::default()),
             replicated_request::Op::Alarm(Default::default()),
             replicated_request::Op::ForgetOutcomes(Default::default()),
+            replicated_request::Op::AuthEnable(Default::default()),
+            replicated_request::Op::AuthDisable(Default::default()),
+            replicated_request::Op::Authenticate(Default::default()),
+            replicated_request::Op::UserAdd(Default::default()),
+            replicated_request::Op::UserDelete(Default::default()),
+            replicated_request::Op::UserChangePassword(Default::default()),
+            replicated_request::Op::UserGrantRole(Default::default()),
+            replicated_request::Op::UserRevokeRole(Default::default()),
+            replicated_request::Op::RoleAdd(Default::default()),
+            replicated_request::Op::RoleDelete(Default::default()),
+            replicated_request::Op::RoleGrantPermission(Default::default()),
+            replicated_request::Op::RoleRevokePermission(Default::default()),
         ];
         for op in ops {
             let request = ReplicatedRequest {
                 client_id: 1,
                 sequence: 2,
                 proposed_at_ms: 3,
+                user: "u".into(),
+                internal: true,
                 op: Some(op),
             };
             let decoded = ReplicatedRequest::decode(request.encode_to_vec().as_slice()).unwrap();
@@ -206,10 +289,13 @@ mod tests {
             outcome::Result::Alarm(Default::default()),
             outcome::Result::Forgotten(0),
             outcome::Result::Error(Default::default()),
+            outcome::Result::Authenticated(Default::default()),
+            outcome::Result::AuthChanged(7),
         ];
         for result in results {
             let outcome = Outcome {
                 revision: 4,
+                user: "u".into(),
                 result: Some(result),
             };
             let decoded = Outcome::decode(outcome.encode_to_vec().as_slice()).unwrap();

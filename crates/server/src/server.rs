@@ -127,8 +127,12 @@ fn serve_peers(
         ctx.members.clone(),
     ))
     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-    let leases = LeaseServer::new(LeaseService::new(ctx.clone(), lessor, min_lease_ttl));
-    let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
+    let peer_ctx = ServiceContext {
+        peer_port: true,
+        ..ctx.clone()
+    };
+    let leases = LeaseServer::new(LeaseService::new(peer_ctx.clone(), lessor, min_lease_ttl));
+    let cluster = ClusterServer::new(ClusterService::new(peer_ctx));
     tracing::info!(%addr, "serving peers");
     Ok(tokio::spawn(async move {
         let incoming = crate::http::nodelay_incoming(listener);
@@ -203,12 +207,20 @@ pub async fn run(
     let members = MemberDirectory::new(config.member_id);
     members.seed(known_members.iter().cloned());
     let cluster_clock = ClusterClock::new(0);
+    // TODO(tls merge): config.client_cert_auth.
+    let auth = crate::auth::Auth::new(
+        crate::auth::AuthState::default(),
+        config.auth_token_ttl,
+        false,
+        config.bcrypt_cost,
+    );
     let state_machine = KvStateMachine::new(
         store.clone(),
         hub.clone(),
         lessor.clone(),
         members.clone(),
         cluster_clock.clone(),
+        auth.clone(),
     )?
     .with_background_sync(BackgroundSync::start(
         store.clone(),
@@ -276,6 +288,8 @@ pub async fn run(
         watch_progress_interval: config.watch_progress_interval,
         own_attributes: (config.name.clone(), config.advertise_client_urls.clone()),
         client_gate: Arc::default(),
+        auth,
+        peer_port: false,
     };
     let expiry = tokio::spawn(run_expiry(
         ctx.clone(),
@@ -369,7 +383,14 @@ async fn publish_self(ctx: ServiceContext, name: String, client_urls: Vec<String
                 ..Member::default()
             };
             let metadata = tonic::metadata::MetadataMap::new();
-            match ctx.propose(&metadata, Op::MemberPublish(record)).await {
+            match ctx
+                .propose(
+                    &crate::auth::Caller::Server,
+                    &metadata,
+                    Op::MemberPublish(record),
+                )
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(%name, ?client_urls, "published this member's attributes");
                     ctx.client_gate.open();

@@ -140,8 +140,10 @@ impl ClusterService {
     }
 
     /// Hands a promotion to the leader through its client URL.
+    /// The client's token goes along: the leader checks it again.
     async fn forward_promote(
         &self,
+        metadata: tonic::metadata::MetadataMap,
         request: pb::MemberPromoteRequest,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         if self.ctx.node.shared().leader_id() == self.ctx.member_id {
@@ -150,7 +152,14 @@ impl ClusterService {
         }
         let channel = self.ctx.leader_channel()?;
         self.ctx
-            .with_timeout(async { ClusterClient::new(channel).member_promote(request).await })
+            .with_timeout(async {
+                let request = Request::from_parts(
+                    crate::auth::forwarded_metadata(&metadata),
+                    tonic::Extensions::default(),
+                    request,
+                );
+                ClusterClient::new(channel).member_promote(request).await
+            })
             .await
     }
 }
@@ -182,12 +191,24 @@ fn valid_peer_url(url: &str) -> bool {
     }
 }
 
+impl ClusterService {
+    /// With auth enabled, only root may change the membership.
+    async fn require_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = self
+            .ctx
+            .caller(request.metadata(), request.extensions())
+            .await?;
+        self.ctx.require_admin(&caller)
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.require_admin(&request).await?;
         let request = request.into_inner();
         self.check_peer_urls(&request.peer_ur_ls, None)?;
         if request.is_learner {
@@ -237,6 +258,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.require_admin(&request).await?;
         let id = request.into_inner().id;
         if self.ctx.members.get(id).is_none() {
             return Err(status::member_not_found());
@@ -254,13 +276,15 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        let (metadata, _, request) = request.into_parts();
+        let (metadata, extensions, request) = request.into_parts();
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
+        self.ctx.require_admin(&caller)?;
         if self.ctx.members.get(request.id).is_none() {
             return Err(status::member_not_found());
         }
         self.check_peer_urls(&request.peer_ur_ls, Some(request.id))?;
         self.ctx
-            .propose(&metadata, Op::MemberUpdate(request))
+            .propose(&caller, &metadata, Op::MemberUpdate(request))
             .await?;
         Ok(Response::new(pb::MemberUpdateResponse {
             header: self.header()?,
@@ -287,7 +311,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let request = request.into_inner();
+        self.require_admin(&request).await?;
+        let (metadata, _, request) = request.into_parts();
         let id = request.id;
         let Some(member) = self.ctx.members.get(id) else {
             return Err(status::member_not_found());
@@ -296,7 +321,7 @@ impl Cluster for ClusterService {
             return Err(status::member_not_learner());
         }
         match self.learner_ready(id).await? {
-            None => return self.forward_promote(request).await,
+            None => return self.forward_promote(metadata, request).await,
             Some(false) => return Err(status::learner_not_ready()),
             Some(true) => {}
         }

@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 
 use super::ServiceContext;
 use crate::alarm;
+use crate::auth;
 use crate::convert;
 use crate::replicated::{outcome, replicated_request::Op};
 use crate::status;
@@ -91,14 +92,18 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let req = request.into_inner();
+        let (metadata, extensions, req) = request.into_parts();
         if req.key.is_empty() {
             return Err(status::empty_key());
         }
         let range = convert::range_from_pb(&req)?;
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
         if !req.serializable {
             self.ctx.linearizable_barrier().await?;
         }
+        // After the barrier, so the check sees every permission change
+        // committed before the read.
+        auth::request::authorize_read(&self.ctx.auth.state(), &caller, &req.key, &req.range_end)?;
         let resp = self
             .ctx
             .store
@@ -114,13 +119,17 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
         if req.key.is_empty() {
             return Err(status::empty_key());
         }
         self.check_size(req.encoded_len())?;
-        alarm::check_quota(&self.ctx, alarm::put_cost(&req)).await?;
-        let outcome = self.ctx.propose(&metadata, Op::Put(req)).await?;
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
+        let cost = alarm::put_cost(&req);
+        let op = Op::Put(req);
+        self.ctx.authorize(&caller, &op)?;
+        alarm::check_quota(&self.ctx, cost).await?;
+        let outcome = self.ctx.propose(&caller, &metadata, op).await?;
         match outcome.result {
             Some(outcome::Result::Put(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -134,12 +143,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
         if req.key.is_empty() {
             return Err(status::empty_key());
         }
         self.check_size(req.encoded_len())?;
-        let outcome = self.ctx.propose(&metadata, Op::DeleteRange(req)).await?;
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
+        let op = Op::DeleteRange(req);
+        self.ctx.authorize(&caller, &op)?;
+        let outcome = self.ctx.propose(&caller, &metadata, op).await?;
         match outcome.result {
             Some(outcome::Result::DeleteRange(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -153,14 +165,18 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
         if convert::txn_ops_max(&req) > self.ctx.max_txn_ops as usize {
             return Err(status::too_many_ops());
         }
         self.check_size(req.encoded_len())?;
         let txn = convert::txn_from_pb(&req)?;
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
+        let cost = alarm::txn_cost(&req);
+        let op = Op::Txn(req);
         if raftkv_mvcc::is_read_only(&txn) {
             self.ctx.linearizable_barrier().await?;
+            self.ctx.authorize(&caller, &op)?;
             let resp = self
                 .ctx
                 .store
@@ -171,8 +187,9 @@ impl Kv for KvService {
             out.header = self.ctx.header(revision);
             return Ok(Response::new(out));
         }
-        alarm::check_quota(&self.ctx, alarm::txn_cost(&req)).await?;
-        let outcome = self.ctx.propose(&metadata, Op::Txn(req)).await?;
+        self.ctx.authorize(&caller, &op)?;
+        alarm::check_quota(&self.ctx, cost).await?;
+        let outcome = self.ctx.propose(&caller, &metadata, op).await?;
         match outcome.result {
             Some(outcome::Result::Txn(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -186,8 +203,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
-        let outcome = self.ctx.propose(&metadata, Op::Compaction(req)).await?;
+        let (metadata, extensions, req) = request.into_parts();
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
+        let op = Op::Compaction(req);
+        self.ctx.authorize(&caller, &op)?;
+        let outcome = self.ctx.propose(&caller, &metadata, op).await?;
         match outcome.result {
             Some(outcome::Result::Compaction(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);

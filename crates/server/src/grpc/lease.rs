@@ -89,7 +89,12 @@ async fn renew_locally(ctx: &ServiceContext, lessor: &Lessor, id: i64) -> Result
             }],
         };
         let metadata = tonic::metadata::MetadataMap::new();
-        ctx.propose(&metadata, Op::LeaseCheckpoint(clear)).await?;
+        ctx.propose(
+            &crate::auth::Caller::Server,
+            &metadata,
+            Op::LeaseCheckpoint(clear),
+        )
+        .await?;
     }
     Ok(renewal.ttl)
 }
@@ -135,7 +140,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let (metadata, _, mut req) = request.into_parts();
+        let (metadata, extensions, mut req) = request.into_parts();
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
         if req.ttl > MAX_LEASE_TTL_SECONDS {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
         }
@@ -144,7 +150,10 @@ impl Lease for LeaseService {
             req.id = self.new_id();
         }
         crate::alarm::check_quota(&self.ctx, crate::alarm::lease_cost()).await?;
-        let outcome = self.ctx.propose(&metadata, Op::LeaseGrant(req)).await?;
+        let outcome = self
+            .ctx
+            .propose(&caller, &metadata, Op::LeaseGrant(req))
+            .await?;
         match outcome.result {
             Some(outcome::Result::LeaseGrant(mut resp)) => {
                 resp.header = self.ctx.header(outcome.revision);
@@ -160,9 +169,12 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
         let id = req.id;
-        let outcome = self.ctx.propose(&metadata, Op::LeaseRevoke(req)).await?;
+        let op = Op::LeaseRevoke(req);
+        self.ctx.authorize(&caller, &op)?;
+        let outcome = self.ctx.propose(&caller, &metadata, op).await?;
         self.lessor.revoked(id);
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: self.ctx.header(outcome.revision),
@@ -195,15 +207,34 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let (metadata, extensions, req) = request.into_parts();
+        if req.keys {
+            // etcd: listing a lease's keys needs READ on each of them.
+            let caller = self.ctx.caller(&metadata, &extensions).await?;
+            let state = self.ctx.auth.state();
+            let keys = self
+                .ctx
+                .store
+                .lease_keys(req.id)
+                .map_err(|e| status::from_mvcc(&e))?;
+            for key in keys {
+                crate::auth::request::authorize_read(&state, &caller, &key, &[])?;
+            }
+        }
         if !follow_leadership(&self.ctx, &self.lessor) {
             let channel = self.ctx.leader_channel()?;
-            let req = request.into_inner();
             return self
                 .ctx
-                .with_timeout(async { LeaseClient::new(channel).lease_time_to_live(req).await })
+                .with_timeout(async {
+                    let req = Request::from_parts(
+                        crate::auth::forwarded_metadata(&metadata),
+                        tonic::Extensions::default(),
+                        req,
+                    );
+                    LeaseClient::new(channel).lease_time_to_live(req).await
+                })
                 .await;
         }
-        let req = request.into_inner();
         let revision = self
             .ctx
             .store
@@ -289,7 +320,13 @@ pub async fn run_expiry(
                     let metadata = tonic::metadata::MetadataMap::new();
                     // A lost checkpoint only means the next one comes an
                     // interval later.
-                    if let Err(status) = ctx.propose(&metadata, Op::LeaseCheckpoint(request)).await
+                    if let Err(status) = ctx
+                        .propose(
+                            &crate::auth::Caller::Server,
+                            &metadata,
+                            Op::LeaseCheckpoint(request),
+                        )
+                        .await
                     {
                         tracing::debug!(%status, "lease checkpoint not committed");
                     }
@@ -302,7 +339,11 @@ pub async fn run_expiry(
             tokio::spawn(async move {
                 let metadata = tonic::metadata::MetadataMap::new();
                 match ctx
-                    .propose(&metadata, Op::LeaseRevoke(pb::LeaseRevokeRequest { id }))
+                    .propose(
+                        &crate::auth::Caller::Server,
+                        &metadata,
+                        Op::LeaseRevoke(pb::LeaseRevokeRequest { id }),
+                    )
                     .await
                 {
                     Ok(_) => {

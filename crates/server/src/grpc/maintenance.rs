@@ -73,13 +73,26 @@ fn join_error(err: tokio::task::JoinError) -> Status {
     Status::internal(format!("etcdserver: maintenance task failed: {err}"))
 }
 
+impl MaintenanceService {
+    /// With auth enabled, only root may call Defragment, Hash, HashKV and
+    /// Snapshot (etcd's rule; Status, Alarm and MoveLeader are open).
+    async fn require_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = self
+            .ctx
+            .caller(request.metadata(), request.extensions())
+            .await?;
+        self.ctx.require_admin(&caller)
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
+        let (metadata, extensions, req) = request.into_parts();
+        let caller = self.ctx.caller(&metadata, &extensions).await?;
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => {
                 self.ctx.linearizable_barrier().await?;
@@ -90,7 +103,7 @@ impl Maintenance for MaintenanceService {
                 }))
             }
             Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
-                let outcome = self.ctx.propose(&metadata, Op::Alarm(req)).await?;
+                let outcome = self.ctx.propose(&caller, &metadata, Op::Alarm(req)).await?;
                 match outcome.result {
                     Some(outcome::Result::Alarm(mut resp)) => {
                         resp.header = self.ctx.header(outcome.revision);
@@ -151,8 +164,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.require_admin(&request).await?;
         let store = self.ctx.store.clone();
         tokio::task::spawn_blocking(move || store.defragment())
             .await
@@ -165,8 +179,9 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.require_admin(&request).await?;
         let store = self.ctx.store.clone();
         let hash = tokio::task::spawn_blocking(move || store.hash())
             .await
@@ -182,6 +197,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.require_admin(&request).await?;
         let hash = self
             .ctx
             .store
@@ -199,8 +215,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_admin(&request).await?;
         let store = self.ctx.store.clone();
         let (reader, total) = tokio::task::spawn_blocking(move || store.snapshot_sized())
             .await

@@ -8,14 +8,17 @@
 //! - [`watch`] serves Watch.
 //! - [`lease`] serves Lease; expiry runs on the leader.
 //!
+//! - [`auth`] serves Auth: authentication, users, roles, permissions.
+//!
 //! - [`counting`] counts calls per method and code for `/metrics`.
 //!
-//! Auth, Lock and Election are not served yet; clients calling them get
-//! gRPC's Unimplemented.
+//! Lock and Election are not served yet; clients calling them get gRPC's
+//! Unimplemented.
 //!
 //! [`Services`] holds one instance of each service, shared by gRPC and the
 //! JSON gateway, so both run the same code.
 
+pub mod auth;
 pub mod cluster;
 pub mod counting;
 pub mod kv;
@@ -27,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_mvcc::Store;
+use raftkv_proto::etcdserverpb::auth_server::AuthServer;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::lease_server::LeaseServer;
@@ -41,12 +45,13 @@ use crate::replicated::Outcome;
 use crate::watch::WatchHub;
 
 /// The etcd services a member serves (besides `grpc.health.v1.Health`).
-pub const SERVED: [&str; 5] = [
+pub const SERVED: [&str; 6] = [
     <KvServer<kv::KvService> as NamedService>::NAME,
     <WatchServer<watch::WatchService> as NamedService>::NAME,
     <LeaseServer<lease::LeaseService> as NamedService>::NAME,
     <ClusterServer<cluster::ClusterService> as NamedService>::NAME,
     <MaintenanceServer<maintenance::MaintenanceService> as NamedService>::NAME,
+    <AuthServer<auth::AuthService> as NamedService>::NAME,
 ];
 
 /// One instance of each service.
@@ -62,6 +67,8 @@ pub struct Services {
     pub cluster: Arc<cluster::ClusterService>,
     /// Maintenance.
     pub maintenance: Arc<maintenance::MaintenanceService>,
+    /// Auth.
+    pub auth: Arc<auth::AuthService>,
 }
 
 impl Services {
@@ -78,7 +85,8 @@ impl Services {
             watch: Arc::new(watch::WatchService::new(ctx.clone(), hub)),
             lease: Arc::new(lease::LeaseService::new(ctx.clone(), lessor, min_lease_ttl)),
             cluster: Arc::new(cluster::ClusterService::new(ctx.clone())),
-            maintenance: Arc::new(maintenance::MaintenanceService::new(ctx)),
+            maintenance: Arc::new(maintenance::MaintenanceService::new(ctx.clone())),
+            auth: Arc::new(auth::AuthService::new(ctx)),
         }
     }
 
@@ -98,6 +106,7 @@ impl Services {
             .add_service(WatchServer::from_arc(self.watch.clone()))
             .add_service(LeaseServer::from_arc(self.lease.clone()))
             .add_service(ClusterServer::from_arc(self.cluster.clone()))
+            .add_service(AuthServer::from_arc(self.auth.clone()))
     }
 }
 
@@ -140,6 +149,11 @@ pub struct ServiceContext {
     pub own_attributes: (String, Vec<String>),
     /// Holds client requests until this member's publish is applied.
     pub client_gate: Arc<crate::http::ready::ClientGate>,
+    /// The auth store as applied, and this member's tokens.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Serving on the peer port (followers' hand-overs to the leader): a
+    /// certificate names a member there, never a user.
+    pub peer_port: bool,
 }
 
 impl ServiceContext {
@@ -165,10 +179,77 @@ impl ServiceContext {
         .await
     }
 
-    /// Replicates a write and returns its outcome; an error outcome becomes
-    /// the etcd error it describes.
+    /// Who a client request comes from: the user its `token` (or, from the
+    /// gateway, `authorization`) metadata names, else with
+    /// `--client-cert-auth` and auth enabled the Common Name of its verified
+    /// client certificate, else nobody. A token this member does not know
+    /// is refused (`invalid auth token`), as etcd does; a simple token from
+    /// an index this member has not applied yet waits for it.
+    pub async fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<crate::auth::Caller, tonic::Status> {
+        let common_name = crate::tls::client_common_name(extensions);
+        self.caller_with(metadata, common_name).await
+    }
+
+    /// [`Self::caller`] with the certificate's Common Name already read.
+    pub async fn caller_with(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        common_name: Option<&str>,
+    ) -> Result<crate::auth::Caller, tonic::Status> {
+        use crate::auth::{tokens, AuthError, Caller};
+        let token = metadata
+            .get("token")
+            .or_else(|| metadata.get("authorization"));
+        if let Some(token) = token {
+            let token = token.to_str().map_err(|_| AuthError::InvalidAuthToken)?;
+            let index = tokens::simple_token_index(token).ok_or(AuthError::InvalidAuthToken)?;
+            if index > self.node.shared().applied_index() {
+                self.linearizable_barrier().await?;
+            }
+            return match self.auth.tokens.user(token) {
+                Some(user) => Ok(Caller::Client { user: Some(user) }),
+                None => Err(AuthError::InvalidAuthToken.into()),
+            };
+        }
+        // On the peer port the certificate is a member's, not a user's.
+        if self.auth.client_cert_auth && !self.peer_port && self.auth.state().enabled() {
+            if let Some(name) = common_name {
+                return Ok(Caller::Client {
+                    user: Some(name.to_string()),
+                });
+            }
+        }
+        Ok(Caller::ANONYMOUS)
+    }
+
+    /// Refuses `caller` an administrative call unless it is root (with
+    /// auth enabled).
+    pub fn require_admin(&self, caller: &crate::auth::Caller) -> Result<(), tonic::Status> {
+        crate::auth::request::authorize_admin(&self.auth.state(), caller).map_err(Into::into)
+    }
+
+    /// Refuses `caller` the write `op` if its permissions do not allow it
+    /// (the same rule every member applies again when it applies the write).
+    pub fn authorize(
+        &self,
+        caller: &crate::auth::Caller,
+        op: &crate::replicated::replicated_request::Op,
+    ) -> Result<(), tonic::Status> {
+        let lease_keys = |id: i64| self.store.lease_keys(id);
+        crate::auth::request::authorize(&self.auth.state(), caller, op, &lease_keys)
+            .map_err(|e| crate::status::from_mvcc(&e))?
+            .map_err(Into::into)
+    }
+
+    /// Replicates a write made for `caller` and returns its outcome; an
+    /// error outcome becomes the etcd error it describes.
     pub async fn propose(
         &self,
+        caller: &crate::auth::Caller,
         metadata: &tonic::metadata::MetadataMap,
         op: crate::replicated::replicated_request::Op,
     ) -> Result<Outcome, tonic::Status> {
@@ -178,6 +259,8 @@ impl ServiceContext {
             client_id,
             sequence,
             proposed_at_ms: self.cluster_clock.now_ms(),
+            user: caller.user_name().to_string(),
+            internal: *caller == crate::auth::Caller::Server,
             op: Some(op),
         };
         let payload = bytes::Bytes::from(request.encode_to_vec());

@@ -103,7 +103,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let requests = request.into_inner();
+        let (metadata, extensions, requests) = request.into_parts();
         let (out, responses) = mpsc::channel(STREAM_RESPONSES);
         let mut progress = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ctx.watch_progress_interval,
@@ -118,6 +118,10 @@ impl Watch for WatchService {
             out,
             watchers: BTreeMap::new(),
             next_id: 0,
+            credentials: Credentials {
+                metadata: crate::auth::forwarded_metadata(&metadata),
+                common_name: crate::tls::client_common_name(&extensions).map(str::to_string),
+            },
         };
         tokio::spawn(stream.run(requests));
         Ok(Response::new(Box::pin(
@@ -136,6 +140,14 @@ struct WatchStream {
     out: mpsc::Sender<pb::WatchResponse>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
+    /// The stream's credentials: every create is checked with them, as etcd
+    /// does (so a token that expired refuses later creates).
+    credentials: Credentials,
+}
+
+struct Credentials {
+    metadata: tonic::metadata::MetadataMap,
+    common_name: Option<String>,
 }
 
 impl WatchStream {
@@ -216,6 +228,26 @@ impl WatchStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        // etcd checks the permission first, then the watch itself.
+        let caller = self
+            .ctx
+            .caller_with(
+                &self.credentials.metadata,
+                self.credentials.common_name.as_deref(),
+            )
+            .await;
+        let allowed = caller.and_then(|caller| {
+            crate::auth::request::authorize_read(
+                &self.ctx.auth.state(),
+                &caller,
+                &create.key,
+                &create.range_end,
+            )
+            .map_err(Status::from)
+        });
+        if let Err(refused) = allowed {
+            return self.send(refuse(-1, refused.message())).await;
+        }
         if create.start_revision < 0 {
             return self
                 .send(refuse(-1, &MvccError::Compacted.to_string()))

@@ -35,6 +35,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
+use raftkv_proto::etcdserverpb::auth_server::Auth as AuthRpc;
 use raftkv_proto::etcdserverpb::cluster_server::Cluster;
 use raftkv_proto::etcdserverpb::kv_server::Kv;
 use raftkv_proto::etcdserverpb::lease_server::Lease;
@@ -64,6 +65,7 @@ pub fn routes(services: &Services, grpc: Arc<GrpcMetrics>, body_bytes_max: usize
     };
     let (kv, watch, lease) = (&services.kv, &services.watch, &services.lease);
     let (cluster, maintenance) = (&services.cluster, &services.maintenance);
+    let auth = &services.auth;
     let table: Vec<(&[&str], MethodRouter)> = vec![
         (
             &["kv/range"],
@@ -229,6 +231,118 @@ pub fn routes(services: &Services, grpc: Arc<GrpcMetrics>, body_bytes_max: usize
                 maintenance,
                 "/etcdserverpb.Maintenance/MoveLeader",
                 |s, r| async move { Maintenance::move_leader(&*s, r).await },
+            ),
+        ),
+        (
+            &["auth/enable"],
+            gw.unary(auth, "/etcdserverpb.Auth/AuthEnable", |s, r| async move {
+                AuthRpc::auth_enable(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/disable"],
+            gw.unary(auth, "/etcdserverpb.Auth/AuthDisable", |s, r| async move {
+                AuthRpc::auth_disable(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/status"],
+            gw.unary(auth, "/etcdserverpb.Auth/AuthStatus", |s, r| async move {
+                AuthRpc::auth_status(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/authenticate"],
+            gw.unary(auth, "/etcdserverpb.Auth/Authenticate", |s, r| async move {
+                AuthRpc::authenticate(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/user/add"],
+            gw.unary(auth, "/etcdserverpb.Auth/UserAdd", |s, r| async move {
+                AuthRpc::user_add(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/user/get"],
+            gw.unary(auth, "/etcdserverpb.Auth/UserGet", |s, r| async move {
+                AuthRpc::user_get(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/user/list"],
+            gw.unary(auth, "/etcdserverpb.Auth/UserList", |s, r| async move {
+                AuthRpc::user_list(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/user/delete"],
+            gw.unary(auth, "/etcdserverpb.Auth/UserDelete", |s, r| async move {
+                AuthRpc::user_delete(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/user/changepw"],
+            gw.unary(
+                auth,
+                "/etcdserverpb.Auth/UserChangePassword",
+                |s, r| async move { AuthRpc::user_change_password(&*s, r).await },
+            ),
+        ),
+        (
+            &["auth/user/grant"],
+            gw.unary(
+                auth,
+                "/etcdserverpb.Auth/UserGrantRole",
+                |s, r| async move { AuthRpc::user_grant_role(&*s, r).await },
+            ),
+        ),
+        (
+            &["auth/user/revoke"],
+            gw.unary(
+                auth,
+                "/etcdserverpb.Auth/UserRevokeRole",
+                |s, r| async move { AuthRpc::user_revoke_role(&*s, r).await },
+            ),
+        ),
+        (
+            &["auth/role/add"],
+            gw.unary(auth, "/etcdserverpb.Auth/RoleAdd", |s, r| async move {
+                AuthRpc::role_add(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/role/get"],
+            gw.unary(auth, "/etcdserverpb.Auth/RoleGet", |s, r| async move {
+                AuthRpc::role_get(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/role/list"],
+            gw.unary(auth, "/etcdserverpb.Auth/RoleList", |s, r| async move {
+                AuthRpc::role_list(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/role/delete"],
+            gw.unary(auth, "/etcdserverpb.Auth/RoleDelete", |s, r| async move {
+                AuthRpc::role_delete(&*s, r).await
+            }),
+        ),
+        (
+            &["auth/role/grant"],
+            gw.unary(
+                auth,
+                "/etcdserverpb.Auth/RoleGrantPermission",
+                |s, r| async move { AuthRpc::role_grant_permission(&*s, r).await },
+            ),
+        ),
+        (
+            &["auth/role/revoke"],
+            gw.unary(
+                auth,
+                "/etcdserverpb.Auth/RoleRevokePermission",
+                |s, r| async move { AuthRpc::role_revoke_permission(&*s, r).await },
             ),
         ),
     ];

@@ -87,7 +87,12 @@ pub fn wait_ready(port: u16) -> bool {
                 ..Default::default()
             });
             request.set_timeout(Duration::from_secs(2));
-            kv.range(request).await.is_ok()
+            match kv.range(request).await {
+                Ok(_) => true,
+                // With auth enabled an anonymous read is refused, once a
+                // leader exists to judge it.
+                Err(status) => status.message() == "etcdserver: user name is empty",
+            }
         });
         if ready {
             return true;
