@@ -985,3 +985,67 @@ fn a_retry_is_never_answered_with_another_users_outcome() {
     });
     assert!(server.stop().success());
 }
+
+/// `snapshot save` (root only) carries users, roles and the enabled flag,
+/// and a member restored from it enforces them.
+#[test]
+fn a_restored_snapshot_keeps_users_roles_and_enforcement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(&dir.path().join("m"), port, &["--bcrypt-cost", "4"]);
+    let file = dir.path().join("backup.db");
+    runtime().block_on(async {
+        let ch = channel(port).await;
+        set_up_users(&ch).await;
+        let root = authenticate(&ch, "root", ROOT_PASSWORD)
+            .await
+            .expect("root");
+        let mut stream = MaintenanceClient::new(ch)
+            .snapshot(with_token(pb::SnapshotRequest {}, Some(&root)))
+            .await
+            .expect("root saves a snapshot")
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            bytes.extend_from_slice(&chunk.blob);
+        }
+        std::fs::write(&file, bytes).expect("write the snapshot");
+    });
+    assert!(server.stop().success());
+    let port = free_port();
+    let restored = dir.path().join("restored");
+    let options = raftkv_server::snapshot_file::RestoreOptions {
+        data_dir: Some(restored.clone()),
+        initial_advertise_peer_urls: format!("http://127.0.0.1:{}", port + 1),
+        ..Default::default()
+    };
+    raftkv_server::snapshot_file::restore(&file, &options).expect("restore");
+    let server = start(&restored, port, &["--bcrypt-cost", "4"]);
+    runtime().block_on(async {
+        let ch = channel(port).await;
+        let writer = authenticate(&ch, "writer", WRITER_PASSWORD)
+            .await
+            .expect("writer's password came along");
+        let outside = KvClient::new(ch.clone())
+            .put(with_token(
+                pb::PutRequest {
+                    key: b"outside".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                },
+                Some(&writer),
+            ))
+            .await
+            .expect_err("still outside writer's permission");
+        assert_eq!(outside.code(), Code::PermissionDenied);
+        let anonymous = KvClient::new(ch)
+            .range(pb::RangeRequest {
+                key: b"k/a".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("auth still enabled");
+        assert_eq!(anonymous.message(), "etcdserver: user name is empty");
+    });
+    assert!(server.stop().success());
+}
