@@ -110,7 +110,9 @@ pub struct Flags {
     #[arg(long)]
     pub experimental_peer_source_ip: Option<std::net::IpAddr>,
     /// Kind of auth token: `simple` (etcd's default; random tokens each
-    /// member keeps in memory).
+    /// member keeps in memory) or
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256,ttl=5m` (signed
+    /// tokens any member verifies).
     #[arg(long, default_value = "simple")]
     pub auth_token: String,
     /// Seconds a simple token lives after its last use.
@@ -207,6 +209,8 @@ pub struct ServerConfig {
     pub request_outcome_ttl: Duration,
     /// How long a simple auth token lives after its last use.
     pub auth_token_ttl: Duration,
+    /// The options of `--auth-token jwt,...` (validated), if JWTs are used.
+    pub auth_jwt_options: Option<String>,
     /// The bcrypt cost of password hashes.
     pub bcrypt_cost: u32,
 }
@@ -347,6 +351,7 @@ impl ServerConfig {
                 "--request-outcome-ttl",
             )?,
             auth_token_ttl: parse_auth_token(&flags.auth_token, flags.auth_token_ttl)?,
+            auth_jwt_options: jwt_options(&flags.auth_token)?,
             bcrypt_cost: if crate::auth::BCRYPT_COSTS.contains(&flags.bcrypt_cost) {
                 flags.bcrypt_cost
             } else {
@@ -369,14 +374,10 @@ fn parse_auth_token(kind: &str, ttl_seconds: u64) -> Result<Duration, ConfigErro
                 "--auth-token {kind:?}: simple tokens take no options"
             )))
         }
-        "jwt" => {
-            return Err(ConfigError::Invalid(
-                "--auth-token jwt is not supported yet; use simple".into(),
-            ))
-        }
+        "jwt" => {}
         _ => {
             return Err(ConfigError::Invalid(format!(
-                "--auth-token {kind:?}: the token kind must be simple"
+                "--auth-token {kind:?}: the token kind must be simple or jwt"
             )))
         }
     }
@@ -386,6 +387,17 @@ fn parse_auth_token(kind: &str, ttl_seconds: u64) -> Result<Duration, ConfigErro
         ));
     }
     Ok(Duration::from_secs(ttl_seconds))
+}
+
+/// The options of `--auth-token jwt,...`, once their keys load.
+fn jwt_options(kind: &str) -> Result<Option<String>, ConfigError> {
+    let Some(options) = kind.strip_prefix("jwt") else {
+        return Ok(None);
+    };
+    let options = options.strip_prefix(',').unwrap_or(options).to_string();
+    crate::auth::jwt::JwtTokens::from_options(&options)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(Some(options))
 }
 
 fn split_urls(text: &str) -> Vec<String> {

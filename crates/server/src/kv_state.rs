@@ -615,6 +615,7 @@ mod tests {
             Auth::new(
                 AuthState::default(),
                 std::time::Duration::from_secs(300),
+                None,
                 false,
                 4,
             ),

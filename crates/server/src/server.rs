@@ -208,9 +208,17 @@ pub async fn run(
     members.seed(known_members.iter().cloned());
     let cluster_clock = ClusterClock::new(0);
     // TODO(tls merge): config.client_cert_auth.
+    let jwt = match &config.auth_jwt_options {
+        Some(options) => Some(
+            crate::auth::jwt::JwtTokens::from_options(options)
+                .map_err(|e| ServerError::Unsupported(e.to_string()))?,
+        ),
+        None => None,
+    };
     let auth = crate::auth::Auth::new(
         crate::auth::AuthState::default(),
         config.auth_token_ttl,
+        jwt,
         false,
         config.bcrypt_cost,
     );

@@ -1049,3 +1049,120 @@ fn a_restored_snapshot_keeps_users_roles_and_enforcement() {
     });
     assert!(server.stop().success());
 }
+
+/// `--auth-token jwt,...`: tokens are JWTs any member verifies; a token
+/// from before an auth change is refused as old, an expired one as
+/// invalid, and a forged one too.
+#[test]
+fn jwt_tokens_carry_their_revision_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("P-256 key");
+    let private = dir.path().join("jwt.key");
+    let public = dir.path().join("jwt.pub");
+    std::fs::write(&private, key.serialize_pem()).expect("private key");
+    std::fs::write(&public, key.public_key_pem()).expect("public key");
+    let token_flag = format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=2s",
+        public.display(),
+        private.display()
+    );
+    let port = free_port();
+    let server = start(
+        &dir.path().join("m"),
+        port,
+        &["--auth-token", &token_flag, "--bcrypt-cost", "4"],
+    );
+    runtime().block_on(async {
+        let ch = channel(port).await;
+        set_up_users(&ch).await;
+        let root = authenticate(&ch, "root", ROOT_PASSWORD)
+            .await
+            .expect("root");
+        let writer = authenticate(&ch, "writer", WRITER_PASSWORD)
+            .await
+            .expect("writer");
+        assert_eq!(writer.split('.').count(), 3, "a JWT: {writer}");
+        let put = |token: String| {
+            let ch = ch.clone();
+            async move {
+                KvClient::new(ch)
+                    .put(with_token(
+                        pb::PutRequest {
+                            key: b"k/jwt".to_vec(),
+                            value: b"v".to_vec(),
+                            ..Default::default()
+                        },
+                        Some(&token),
+                    ))
+                    .await
+            }
+        };
+        put(writer.clone()).await.expect("writer writes with a JWT");
+        let mut forged = writer.clone();
+        forged.truncate(forged.len() - 4);
+        forged.push_str("AAAA");
+        let refused = put(forged).await.expect_err("forged");
+        assert_eq!(refused.message(), "etcdserver: invalid auth token");
+        // Any auth change moves the revision on: older tokens are refused.
+        AuthClient::new(ch.clone())
+            .role_add(with_token(
+                pb::AuthRoleAddRequest { name: "new".into() },
+                Some(&root),
+            ))
+            .await
+            .expect("role add");
+        let old = put(writer.clone()).await.expect_err("old revision");
+        assert_eq!(old.code(), Code::InvalidArgument);
+        assert_eq!(old.message(), "etcdserver: revision of auth store is old");
+        let fresh = authenticate(&ch, "writer", WRITER_PASSWORD)
+            .await
+            .expect("again");
+        put(fresh.clone()).await.expect("a fresh token writes");
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        let expired = put(fresh).await.expect_err("expired");
+        assert_eq!(expired.message(), "etcdserver: invalid auth token");
+    });
+    assert!(server.stop().success());
+}
+
+/// Bad `--auth-token` and `--bcrypt-cost` values stop the server at start
+/// with a clear message.
+#[test]
+fn bad_auth_flags_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (flags, message) in [
+        (vec!["--auth-token", "opaque"], "must be simple or jwt"),
+        (
+            vec!["--auth-token", "jwt,sign-method=RS256,pub-key=/nonexistent"],
+            "cannot read /nonexistent",
+        ),
+        (
+            vec!["--auth-token", "jwt,sign-method=NONE"],
+            "invalid sign-method",
+        ),
+        (
+            vec!["--bcrypt-cost", "3"],
+            "--bcrypt-cost 3 is out of range",
+        ),
+        (
+            vec!["--bcrypt-cost", "32"],
+            "--bcrypt-cost 32 is out of range",
+        ),
+        (
+            vec!["--auth-token-ttl", "0"],
+            "--auth-token-ttl must be positive",
+        ),
+    ] {
+        let port = free_port();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("d{port}")))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{port}")])
+            .args(&flags)
+            .output()
+            .expect("raftkv runs");
+        assert!(!out.status.success(), "{flags:?} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
+}

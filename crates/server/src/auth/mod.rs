@@ -5,6 +5,7 @@
 //! - [`perms`]: key-range permissions merged over a user's roles.
 //! - [`request`]: which permission each request needs.
 //! - [`tokens`]: `simple` tokens, given out by a replicated `Authenticate`.
+//! - [`jwt`]: `jwt` tokens, signed and verified by each member alone.
 //! - [`error`]: the refusals, with etcd's codes and strings.
 //!
 //! Where the checks are made: a client request is checked where it is
@@ -17,6 +18,7 @@
 //! checkpoints) are marked as the server's and not checked.
 
 pub mod error;
+pub mod jwt;
 pub mod perms;
 pub mod request;
 pub mod state;
@@ -64,6 +66,8 @@ pub struct Auth {
     state: RwLock<Arc<AuthState>>,
     /// This member's simple tokens.
     pub tokens: tokens::TokenStore,
+    /// With `--auth-token jwt,...`, the JWT keys: tokens are JWTs then.
+    pub jwt: Option<jwt::JwtTokens>,
     /// `--client-cert-auth`: a verified client certificate's Common Name
     /// names the user when no token is given.
     pub client_cert_auth: bool,
@@ -77,12 +81,14 @@ impl Auth {
     pub fn new(
         state: AuthState,
         token_ttl: Duration,
+        jwt: Option<jwt::JwtTokens>,
         client_cert_auth: bool,
         bcrypt_cost: u32,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: RwLock::new(Arc::new(state)),
             tokens: tokens::TokenStore::new(token_ttl),
+            jwt,
             client_cert_auth,
             bcrypt_cost,
         })

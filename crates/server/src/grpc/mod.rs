@@ -206,6 +206,16 @@ impl ServiceContext {
             .or_else(|| metadata.get("authorization"));
         if let Some(token) = token {
             let token = token.to_str().map_err(|_| AuthError::InvalidAuthToken)?;
+            if let Some(jwt) = &self.auth.jwt {
+                let info = jwt.verify(token).ok_or(AuthError::InvalidAuthToken)?;
+                let state = self.auth.state();
+                if state.enabled() && info.revision < state.revision() {
+                    return Err(AuthError::AuthOldRevision.into());
+                }
+                return Ok(Caller::Client {
+                    user: Some(info.user),
+                });
+            }
             let index = tokens::simple_token_index(token).ok_or(AuthError::InvalidAuthToken)?;
             if index > self.node.shared().applied_index() {
                 self.linearizable_barrier().await?;

@@ -1,0 +1,304 @@
+//! etcd's `jwt` auth tokens: `--auth-token jwt,pub-key=FILE,priv-key=FILE,
+//! sign-method=RS256,ttl=5m`.
+//!
+//! A JWT names its user and the auth revision it was issued at, and expires
+//! after its TTL (claims `username`, `revision`, `exp`, as etcd writes
+//! them). Any member verifies it with the public key, with no state kept;
+//! one issued before the auth store last changed is refused as `revision of
+//! auth store is old`, so clients authenticate anew after every change (as
+//! etcd's do). A member given only the public key verifies but cannot
+//! issue tokens.
+
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Why the `--auth-token jwt,...` options are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    /// An option that is not `key=value`, repeated, or unknown.
+    #[error("--auth-token: invalid option {0:?} (want pub-key=, priv-key=, sign-method=, ttl=)")]
+    Option(String),
+    /// No or an unknown `sign-method`.
+    #[error("--auth-token: invalid sign-method {0:?}")]
+    Method(String),
+    /// A `ttl` that is not a positive duration.
+    #[error("--auth-token: invalid ttl {0:?}")]
+    Ttl(String),
+    /// A key file could not be read.
+    #[error("--auth-token: cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A key the method cannot use (or in a form not supported).
+    #[error("--auth-token: {which} for {method:?}: {reason}")]
+    Key {
+        /// `pub-key` or `priv-key`.
+        which: &'static str,
+        /// The sign method.
+        method: String,
+        /// Why.
+        reason: String,
+    },
+    /// Neither key given, or no key to verify with.
+    #[error("--auth-token: {0}")]
+    Missing(String),
+}
+
+/// The verified content of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The user.
+    pub user: String,
+    /// The auth revision it was issued at.
+    pub revision: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    username: String,
+    revision: u64,
+    exp: u64,
+}
+
+/// Issues and verifies JWTs.
+pub struct JwtTokens {
+    algorithm: Algorithm,
+    encoding: Option<EncodingKey>,
+    decoding: DecodingKey,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for JwtTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtTokens")
+            .field("algorithm", &self.algorithm)
+            .field("can_sign", &self.encoding.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// etcd's default JWT TTL.
+const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+
+impl JwtTokens {
+    /// From the options after `jwt,` in `--auth-token` (the key files are
+    /// read now).
+    pub fn from_options(options: &str) -> Result<Self, JwtConfigError> {
+        let mut pub_key = None;
+        let mut priv_key = None;
+        let mut method = None;
+        let mut ttl = DEFAULT_TTL;
+        let mut seen = std::collections::HashSet::new();
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| JwtConfigError::Option(option.into()))?;
+            if !seen.insert(key) {
+                return Err(JwtConfigError::Option(option.into()));
+            }
+            match key {
+                "pub-key" => pub_key = Some(read(value)?),
+                "priv-key" => priv_key = Some(read(value)?),
+                "sign-method" => method = Some(value.to_string()),
+                "ttl" => {
+                    ttl = crate::config::parse_duration(value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| JwtConfigError::Ttl(value.into()))?
+                }
+                _ => return Err(JwtConfigError::Option(option.into())),
+            }
+        }
+        let method = method.unwrap_or_default();
+        let algorithm =
+            Algorithm::from_str(&method).map_err(|_| JwtConfigError::Method(method.clone()))?;
+        let key_error = |which: &'static str| {
+            let method = method.clone();
+            move |e: jsonwebtoken::errors::Error| JwtConfigError::Key {
+                which,
+                method: method.clone(),
+                reason: e.to_string(),
+            }
+        };
+        let (encoding, decoding) = match algorithm {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                // etcd's HMAC key is the priv-key file's bytes.
+                let secret = priv_key
+                    .ok_or_else(|| JwtConfigError::Missing("HMAC needs priv-key".into()))?;
+                (
+                    Some(EncodingKey::from_secret(&secret)),
+                    DecodingKey::from_secret(&secret),
+                )
+            }
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => {
+                let encoding = priv_key
+                    .as_deref()
+                    .map(EncodingKey::from_rsa_pem)
+                    .transpose()
+                    .map_err(key_error("priv-key"))?;
+                let public = pub_key.ok_or_else(|| {
+                    JwtConfigError::Missing("pub-key is required to verify tokens".into())
+                })?;
+                let decoding = DecodingKey::from_rsa_pem(&public).map_err(key_error("pub-key"))?;
+                (encoding, decoding)
+            }
+            Algorithm::ES256 | Algorithm::ES384 => {
+                let encoding = priv_key
+                    .as_deref()
+                    .map(EncodingKey::from_ec_pem)
+                    .transpose()
+                    .map_err(key_error("priv-key (PKCS#8 PEM)"))?;
+                let public = pub_key.ok_or_else(|| {
+                    JwtConfigError::Missing("pub-key is required to verify tokens".into())
+                })?;
+                let decoding = DecodingKey::from_ec_pem(&public).map_err(key_error("pub-key"))?;
+                (encoding, decoding)
+            }
+            Algorithm::EdDSA => {
+                let encoding = priv_key
+                    .as_deref()
+                    .map(EncodingKey::from_ed_pem)
+                    .transpose()
+                    .map_err(key_error("priv-key"))?;
+                let public = pub_key.ok_or_else(|| {
+                    JwtConfigError::Missing("pub-key is required to verify tokens".into())
+                })?;
+                let decoding = DecodingKey::from_ed_pem(&public).map_err(key_error("pub-key"))?;
+                (encoding, decoding)
+            }
+        };
+        let tokens = Self {
+            algorithm,
+            encoding,
+            decoding,
+            ttl,
+        };
+        // A pair that does not match would issue tokens no member accepts.
+        if tokens.encoding.is_some() {
+            let probe = tokens
+                .issue("probe", 0)
+                .map_err(|e| JwtConfigError::Missing(format!("cannot sign: {e}")))?;
+            if tokens.verify(&probe).is_none() {
+                return Err(JwtConfigError::Missing(
+                    "public and private keys don't match".into(),
+                ));
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// A token for `user` at auth `revision`.
+    pub fn issue(&self, user: &str, revision: u64) -> Result<String, String> {
+        let Some(key) = &self.encoding else {
+            return Err("auth: token signing attempted with verify-only key".into());
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let claims = Claims {
+            username: user.to_string(),
+            revision,
+            exp: (now + self.ttl).as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key).map_err(|e| e.to_string())
+    }
+
+    /// What `token` says, if it is signed by our key with our method and
+    /// not expired.
+    pub fn verify(&self, token: &str) -> Option<TokenInfo> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?;
+        Some(TokenInfo {
+            user: data.claims.username,
+            revision: data.claims.revision,
+        })
+    }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, JwtConfigError> {
+    std::fs::read(path).map_err(|e| JwtConfigError::Read {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hmac(dir: &tempfile::TempDir, ttl: &str) -> JwtTokens {
+        let key = dir.path().join("secret");
+        std::fs::write(&key, b"a shared secret of enough length").expect("key");
+        JwtTokens::from_options(&format!(
+            "priv-key={},sign-method=HS256,ttl={ttl}",
+            key.display()
+        ))
+        .expect("options")
+    }
+
+    #[test]
+    fn a_token_names_its_user_and_revision_and_a_forged_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = hmac(&dir, "5m");
+        let token = tokens.issue("alice", 7).expect("issue");
+        assert_eq!(
+            tokens.verify(&token),
+            Some(TokenInfo {
+                user: "alice".into(),
+                revision: 7
+            })
+        );
+        let mut forged = token.clone();
+        forged.pop();
+        forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(tokens.verify(&forged), None);
+        assert_eq!(tokens.verify("not.a.jwt"), None);
+        let other = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let key = dir.path().join("secret");
+            std::fs::write(&key, b"another secret entirely, also long").expect("key");
+            JwtTokens::from_options(&format!("priv-key={},sign-method=HS256", key.display()))
+                .expect("options")
+        };
+        assert_eq!(other.verify(&token), None, "another key's token");
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = hmac(&dir, "1s");
+        let token = tokens.issue("alice", 1).expect("issue");
+        assert!(tokens.verify(&token).is_some());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(tokens.verify(&token), None);
+    }
+
+    #[test]
+    fn bad_options_are_refused_clearly() {
+        let err = |options: &str| {
+            JwtTokens::from_options(options)
+                .expect_err(options)
+                .to_string()
+        };
+        assert!(err("sign-method=XX256").contains("invalid sign-method"));
+        assert!(err("sign-method=RS256").contains("pub-key is required"));
+        assert!(err("sign-method=HS256").contains("HMAC needs priv-key"));
+        assert!(err("pub-key=/nonexistent,sign-method=RS256").contains("cannot read /nonexistent"));
+        assert!(err("bogus").contains("invalid option"));
+        assert!(err("ttl=0,sign-method=HS256").contains("invalid ttl"));
+    }
+}
