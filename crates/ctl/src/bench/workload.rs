@@ -24,7 +24,7 @@ use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
+use crate::client::Conn as Channel;
 use tonic::{Code, Status, Streaming};
 
 /// The workloads.
