@@ -56,13 +56,13 @@ struct Cli {
     password: Option<String>,
     /// Verify certificates of TLS-enabled secure servers using this CA bundle.
     #[arg(long, global = true, env = "ETCDCTL_CACERT")]
-    cacert: Option<PathBuf>,
+    cacert: Option<String>,
     /// Identify secure client using this TLS certificate file.
     #[arg(long, global = true, env = "ETCDCTL_CERT")]
-    cert: Option<PathBuf>,
+    cert: Option<String>,
     /// Identify secure client using this TLS key file.
     #[arg(long, global = true, env = "ETCDCTL_KEY")]
-    key: Option<PathBuf>,
+    key: Option<String>,
     /// Skip server certificate verification (CAUTION: this option should be enabled only for testing purposes).
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", default_value = "false",
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
@@ -226,11 +226,13 @@ fn run(cli: Cli) -> Result<(), CtlError> {
 
 /// The TLS flags, with etcdctl's refusal of an empty file name.
 fn tls_settings(cli: &Cli) -> Result<TlsSettings, CtlError> {
-    let file = |path: &Option<PathBuf>, flag: &str| match path {
-        Some(p) if p.as_os_str().is_empty() => Err(CtlError::bad_args(format!(
+    // Strings, not paths, in clap: it would refuse an empty path with its
+    // own message before etcdctl's could be given.
+    let file = |path: &Option<String>, flag: &str| match path.as_deref() {
+        Some("") => Err(CtlError::bad_args(format!(
             "empty string is passed to --{flag} option"
         ))),
-        other => Ok(other.clone()),
+        other => Ok(other.map(PathBuf::from)),
     };
     Ok(TlsSettings {
         cert: file(&cli.cert, "cert")?,

@@ -120,6 +120,10 @@ pub fn auth_scenario() -> Vec<Step> {
         step(&["user", "list"]),
         step(&["put", "foo", "bar", ROOT]),
         step(&["get", "foo", ROOT, "-w=json"]),
+        // --user without a password asks for it.
+        with_stdin(&["get", "foo", "--user=root"], "rootpw\n"),
+        with_stdin(&["get", "foo", "--user=root"], "wrong\n"),
+        step(&["get", "foo", "--user=root:"]),
         step(&["get", "foo", "--user=root:wrong"]),
         step(&["get", "foo", "--user=nobody:pw"]),
         step(&["get", "foo", "--user=alice:alicepw"]),

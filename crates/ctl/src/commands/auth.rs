@@ -165,7 +165,6 @@ pub enum RoleCommand {
 pub struct PermissionArgs {
     /// The role name, (for grant-permission) the permission type, the key
     /// and the optional end of the range.
-    #[arg(allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// The permission is for the keys starting with the key.
     #[arg(long)]
