@@ -147,7 +147,13 @@ fn build(settings: &TlsSettings, skip_verify: bool) -> Result<rustls::ClientConf
     let mut config = match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
-            .map_err(|e| ClientError::Tls(format!("tls: {e}")))?,
+            .map_err(|e| match e {
+                // Go's words for a key that is not the certificate's.
+                rustls::Error::InconsistentKeys(_) => {
+                    ClientError::Tls("tls: private key does not match public key".into())
+                }
+                other => ClientError::Tls(format!("tls: {other}")),
+            })?,
         None => builder.with_no_client_auth(),
     };
     // gRPC runs over HTTP/2; servers that check ALPN (grpc-go's do) refuse

@@ -62,8 +62,12 @@ impl Identity {
 pub struct ServerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// The CA client certificates must be signed by (`--client-cert-auth`).
+    /// The CA client certificates must be signed by (`--client-cert-auth`),
+    /// which also signed the server's.
     pub client_ca: PathBuf,
+    /// A client certificate and key it signed, to see the server is ready.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// A running etcd.
@@ -134,12 +138,10 @@ impl EtcdServer {
     fn wait_ready(&self, tls: Option<&ServerTls>) {
         let settings = match tls {
             None => TlsSettings::plaintext(),
-            // The server's own CA signs the client certificate in these
-            // tests, and its certificate doubles as one.
             Some(t) => TlsSettings {
                 cacert: Some(t.client_ca.clone()),
-                cert: Some(t.cert.clone()),
-                key: Some(t.key.clone()),
+                cert: Some(t.client_cert.clone()),
+                key: Some(t.client_key.clone()),
                 ..TlsSettings::plaintext()
             },
         };
