@@ -6,7 +6,7 @@
 //! attempt; pass [`Client::next_request_id`] for a new request, or an id
 //! used before to ask for a write's first outcome again. Reads retry
 //! without one. Membership changes and maintenance calls are not retried
-//! once sent ([`Client::unary_once`]), since the server gives them no
+//! once sent ([`Client::unary_once_renewing`]), since the server gives them no
 //! exactly-once protection.
 //!
 //! ```no_run
@@ -165,7 +165,7 @@ impl Client {
         &self,
         req: pb::MemberAddRequest,
     ) -> Result<pb::MemberAddResponse, ClientError> {
-        self.unary_once(Target::Any, |ch| {
+        self.unary_once_renewing(Target::Any, |ch| {
             let req = req.clone();
             async move { ClusterClient::new(ch).member_add(request(req, None)).await }
         })
@@ -177,11 +177,13 @@ impl Client {
         &self,
         req: pb::MemberRemoveRequest,
     ) -> Result<pb::MemberRemoveResponse, ClientError> {
-        self.unary_once(Target::Any, |ch| {
+        self.unary_once_renewing(Target::Any, |ch| {
             let req = req.clone();
-            async move { ClusterClient::new(ch)
-                .member_remove(request(req, None))
-                .await }
+            async move {
+                ClusterClient::new(ch)
+                    .member_remove(request(req, None))
+                    .await
+            }
         })
         .await
     }
@@ -191,11 +193,13 @@ impl Client {
         &self,
         req: pb::MemberUpdateRequest,
     ) -> Result<pb::MemberUpdateResponse, ClientError> {
-        self.unary_once(Target::Any, |ch| {
+        self.unary_once_renewing(Target::Any, |ch| {
             let req = req.clone();
-            async move { ClusterClient::new(ch)
-                .member_update(request(req, None))
-                .await }
+            async move {
+                ClusterClient::new(ch)
+                    .member_update(request(req, None))
+                    .await
+            }
         })
         .await
     }
@@ -205,11 +209,13 @@ impl Client {
         &self,
         req: pb::MemberPromoteRequest,
     ) -> Result<pb::MemberPromoteResponse, ClientError> {
-        self.unary_once(Target::Any, |ch| {
+        self.unary_once_renewing(Target::Any, |ch| {
             let req = req.clone();
-            async move { ClusterClient::new(ch)
-                .member_promote(request(req, None))
-                .await }
+            async move {
+                ClusterClient::new(ch)
+                    .member_promote(request(req, None))
+                    .await
+            }
         })
         .await
     }
@@ -238,10 +244,10 @@ impl Client {
 
     /// Maintenance.Defragment of one endpoint.
     pub async fn defragment(&self, target: Target) -> Result<pb::DefragmentResponse, ClientError> {
-        self.unary_once(target, |ch| {
-            async move { MaintenanceClient::new(ch)
+        self.unary_once_renewing(target, |ch| async move {
+            MaintenanceClient::new(ch)
                 .defragment(request(pb::DefragmentRequest {}, None))
-                .await }
+                .await
         })
         .await
     }
@@ -252,11 +258,13 @@ impl Client {
         target: Target,
         req: pb::MoveLeaderRequest,
     ) -> Result<pb::MoveLeaderResponse, ClientError> {
-        self.unary_once(target, |ch| {
+        self.unary_once_renewing(target, |ch| {
             let req = req.clone();
-            async move { MaintenanceClient::new(ch)
-                .move_leader(request(req, None))
-                .await }
+            async move {
+                MaintenanceClient::new(ch)
+                    .move_leader(request(req, None))
+                    .await
+            }
         })
         .await
     }
@@ -362,7 +370,11 @@ impl Client {
     ) -> Result<pb::AuthUserChangePasswordResponse, ClientError> {
         self.unary(Target::Any, Some(id), |ch, id| {
             let req = req.clone();
-            async move { AuthClient::new(ch).user_change_password(request(req, id)).await }
+            async move {
+                AuthClient::new(ch)
+                    .user_change_password(request(req, id))
+                    .await
+            }
         })
         .await
     }
@@ -451,7 +463,11 @@ impl Client {
     ) -> Result<pb::AuthRoleGrantPermissionResponse, ClientError> {
         self.unary(Target::Any, Some(id), |ch, id| {
             let req = req.clone();
-            async move { AuthClient::new(ch).role_grant_permission(request(req, id)).await }
+            async move {
+                AuthClient::new(ch)
+                    .role_grant_permission(request(req, id))
+                    .await
+            }
         })
         .await
     }
@@ -464,7 +480,11 @@ impl Client {
     ) -> Result<pb::AuthRoleRevokePermissionResponse, ClientError> {
         self.unary(Target::Any, Some(id), |ch, id| {
             let req = req.clone();
-            async move { AuthClient::new(ch).role_revoke_permission(request(req, id)).await }
+            async move {
+                AuthClient::new(ch)
+                    .role_revoke_permission(request(req, id))
+                    .await
+            }
         })
         .await
     }

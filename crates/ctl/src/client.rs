@@ -106,9 +106,7 @@ impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Ok(slot) = self.token.read() {
             if let Some(token) = slot.as_ref() {
-                request
-                    .metadata_mut()
-                    .insert(TOKEN_METADATA, token.clone());
+                request.metadata_mut().insert(TOKEN_METADATA, token.clone());
             }
         }
         Ok(request)
@@ -154,11 +152,28 @@ pub struct ClientConfig {
     pub command_timeout: Duration,
     /// Retry pacing.
     pub retry: RetryPolicy,
+}
+
+/// How a client secures its connections and who it is: TLS and
+/// credentials. Kept apart from [`ClientConfig`] so that code building a
+/// `ClientConfig` field by field (the chaos harness) stays valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Security {
     /// TLS flags.
     pub tls: TlsSettings,
     /// Who to authenticate as; `None` (or an empty password, as etcd's
     /// client treats it) sends no token.
     pub credentials: Option<Credentials>,
+}
+
+impl Default for Security {
+    /// Plaintext (unless an endpoint is `https://`), no user.
+    fn default() -> Self {
+        Self {
+            tls: TlsSettings::plaintext(),
+            credentials: None,
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -168,8 +183,6 @@ impl Default for ClientConfig {
             dial_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
-            tls: TlsSettings::plaintext(),
-            credentials: None,
         }
     }
 }
@@ -225,6 +238,7 @@ pub struct Client {
     current: AtomicUsize,
     channels: Mutex<Vec<Option<Channel>>>,
     tls: ClientTls,
+    credentials: Option<Credentials>,
     token: TokenInterceptor,
 }
 
@@ -237,12 +251,28 @@ impl Client {
     /// A client with the given non-zero client id (a caller that persists
     /// its id across restarts keeps exactly-once across them too).
     pub fn with_client_id(config: ClientConfig, client_id: u64) -> Result<Self, ClientError> {
+        Self::with_options(config, Security::default(), client_id)
+    }
+
+    /// A client with TLS and credentials, and a random client id. Reads
+    /// the TLS files now: an unusable one is an error here, not at the
+    /// first call.
+    pub fn with_security(config: ClientConfig, security: Security) -> Result<Self, ClientError> {
+        Self::with_options(config, security, random_client_id())
+    }
+
+    /// A client with everything given.
+    pub fn with_options(
+        config: ClientConfig,
+        security: Security,
+        client_id: u64,
+    ) -> Result<Self, ClientError> {
         config.validate()?;
         if client_id == 0 {
             return Err(ClientError::Endpoint("the client id must not be 0".into()));
         }
         let channels = Mutex::new(vec![None; config.endpoints.len()]);
-        let tls = ClientTls::new(&config.tls)?;
+        let tls = ClientTls::new(&security.tls)?;
         Ok(Self {
             config,
             client_id,
@@ -250,6 +280,7 @@ impl Client {
             current: AtomicUsize::new(0),
             channels,
             tls,
+            credentials: security.credentials,
             token: TokenInterceptor::default(),
         })
     }
@@ -257,8 +288,7 @@ impl Client {
     /// The credentials that get a token, if any: etcd's client
     /// authenticates only with both a user name and a password.
     fn credentials(&self) -> Option<&Credentials> {
-        self.config
-            .credentials
+        self.credentials
             .as_ref()
             .filter(|c| !c.user.is_empty() && !c.password.is_empty())
     }
@@ -415,8 +445,28 @@ impl Client {
     /// Runs a call that must not be repeated once sent (membership changes,
     /// leadership transfer, defragmentation): endpoints are tried until one
     /// accepts a connection, then the call is made once, within what is
-    /// left of the command timeout.
+    /// left of the command timeout. A refusal for a stale token is returned
+    /// as it is (`call` can be made only once); see
+    /// [`Client::unary_once_renewing`].
     pub async fn unary_once<T, F, Fut>(&self, target: Target, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.config.command_timeout;
+        let (index, channel) = self.stream_channel(target).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = tokio::time::timeout(remaining, call(channel)).await;
+        self.once_result(index, result)
+    }
+
+    /// [`Client::unary_once`], except that a call refused for a stale token
+    /// (before the server acted on it) is sent once more with a fresh one.
+    pub async fn unary_once_renewing<T, F, Fut>(
+        &self,
+        target: Target,
+        call: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -427,8 +477,6 @@ impl Client {
         let mut result = tokio::time::timeout(remaining, call(channel)).await;
         if let Ok(Err(status)) = &result {
             if self.token_refusal(status) {
-                // Refused for its token before anything was done: safe to
-                // send once more with a fresh one.
                 self.authenticate().await?;
                 let (again, channel) = self.stream_channel(target).await?;
                 index = again;
@@ -436,6 +484,14 @@ impl Client {
                 result = tokio::time::timeout(remaining, call(channel)).await;
             }
         }
+        self.once_result(index, result)
+    }
+
+    fn once_result<T>(
+        &self,
+        index: usize,
+        result: Result<Result<tonic::Response<T>, Status>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ClientError> {
         match result {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => {
@@ -508,7 +564,12 @@ impl Client {
             .endpoints
             .get(index)
             .ok_or_else(|| Status::invalid_argument(format!("no endpoint {index}")))?;
-        let channel = connect(endpoint, self.tls.for_endpoint(endpoint), self.config.dial_timeout).await?;
+        let channel = connect(
+            endpoint,
+            self.tls.for_endpoint(endpoint),
+            self.config.dial_timeout,
+        )
+        .await?;
         Ok(InterceptedService::new(channel, self.token.clone()))
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raftkv_ctl::bench::BenchArgs;
-use raftkv_ctl::client::{Client, ClientConfig, Credentials, RetryPolicy};
+use raftkv_ctl::client::{Client, ClientConfig, Credentials, RetryPolicy, Security};
 use raftkv_ctl::commands::auth::{parse_go_bool, AuthCommand, Prepared, RoleCommand, UserCommand};
 use raftkv_ctl::commands::check::CheckArgs;
 use raftkv_ctl::commands::endpoint::EndpointCommand;
@@ -201,13 +201,13 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             attempt_timeout: cli.attempt_timeout,
             ..RetryPolicy::default()
         },
-        tls,
-        credentials,
     };
+    let security = Security { tls, credentials };
     if let Command::Bench(args) = &cli.command {
-        return raftkv_ctl::bench::run(args, &config);
+        return raftkv_ctl::bench::run(args, &config, &security);
     }
-    let client = Client::new(config).map_err(|e| CtlError::bad_args(e.to_string()))?;
+    let client =
+        Client::with_security(config, security).map_err(|e| CtlError::bad_args(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -128,8 +128,14 @@ fn build(settings: &TlsSettings, skip_verify: bool) -> Result<rustls::ClientConf
         (cert, key) => {
             return Err(ClientError::Tls(format!(
                 "KeyFile and CertFile must both be present[key: {}, cert: {}]",
-                key.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
-                cert.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+                key.as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+                cert.as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
             )))
         }
     };
@@ -212,9 +218,8 @@ fn client_identity(cert: &Path, key: &Path) -> Result<Identity, ClientError> {
             "tls: failed to find any PEM data in certificate input".into(),
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        ClientError::Tls("tls: failed to find any PEM data in key input".into())
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| ClientError::Tls("tls: failed to find any PEM data in key input".into()))?;
     Ok((chain, key))
 }
 
@@ -288,21 +293,22 @@ type Connecting = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + S
 /// an IP address, as Go's client does).
 pub fn connector(
     config: Arc<rustls::ClientConfig>,
-) -> impl tower::Service<
-    http::Uri,
-    Response = TlsIo,
-    Error = std::io::Error,
-    Future = Connecting,
-> + Clone
+) -> impl tower::Service<http::Uri, Response = TlsIo, Error = std::io::Error, Future = Connecting>
+       + Clone
        + Send
        + 'static {
     tower::service_fn(move |uri: http::Uri| -> Connecting {
         let config = config.clone();
         Box::pin(async move {
-            let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+            let invalid = |what: &str| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string())
+            };
             let host = uri.host().ok_or_else(|| invalid("endpoint has no host"))?;
             // A bracketed IPv6 host is a bare address to TCP and to TLS.
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let port = uri.port_u16().unwrap_or(443);
             let server_name = ServerName::try_from(host.clone())
                 .map_err(|e| invalid(&format!("invalid server name {host:?}: {e}")))?;

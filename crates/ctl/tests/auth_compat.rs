@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::etcd::{etcd_binary, EtcdServer, Identity};
 use common::{etcdctl_available, run, runtime, Run, Tool};
-use raftkv_ctl::client::{Client, ClientConfig, Credentials};
+use raftkv_ctl::client::{Client, ClientConfig, Credentials, Security};
 use raftkv_proto::etcdserverpb as pb;
 
 /// One command of a scenario, with what to feed its stdin.
@@ -83,16 +83,75 @@ pub fn auth_scenario() -> Vec<Step> {
         step(&["role", "add", "reader"]),
         step(&["role", "add"]),
         step(&["role", "grant-permission", "reader", "read", "foo"]),
-        step(&["role", "grant-permission", "reader", "read", "pre/", "--prefix"]),
-        step(&["role", "grant-permission", "reader", "READ", "from", "--from-key"]),
+        step(&[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "pre/",
+            "--prefix",
+        ]),
+        step(&[
+            "role",
+            "grant-permission",
+            "reader",
+            "READ",
+            "from",
+            "--from-key",
+        ]),
         step(&["role", "grant-permission", "reader", "readwrite", "a", "c"]),
-        step(&["role", "grant-permission", "--prefix", "reader", "write", ""]),
-        step(&["role", "grant-permission", "writer", "write", "foo", "-w=json"]),
-        step(&["role", "grant-permission", "writer", "readwrite", "w", "-w=fields"]),
+        step(&[
+            "role",
+            "grant-permission",
+            "--prefix",
+            "reader",
+            "write",
+            "",
+        ]),
+        step(&[
+            "role",
+            "grant-permission",
+            "writer",
+            "write",
+            "foo",
+            "-w=json",
+        ]),
+        step(&[
+            "role",
+            "grant-permission",
+            "writer",
+            "readwrite",
+            "w",
+            "-w=fields",
+        ]),
         step(&["role", "grant-permission", "reader", "admin", "foo"]),
-        step(&["role", "grant-permission", "reader", "read", "x", "--prefix", "--from-key"]),
-        step(&["role", "grant-permission", "reader", "read", "x", "y", "--prefix"]),
-        step(&["role", "grant-permission", "reader", "read", "x", "y", "--from-key"]),
+        step(&[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "x",
+            "--prefix",
+            "--from-key",
+        ]),
+        step(&[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "x",
+            "y",
+            "--prefix",
+        ]),
+        step(&[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "x",
+            "y",
+            "--from-key",
+        ]),
         step(&["role", "grant-permission", "reader", "read"]),
         step(&["role", "grant-permission", "nobody", "read", "foo"]),
     ]);
@@ -125,6 +184,8 @@ pub fn auth_scenario() -> Vec<Step> {
         with_stdin(&["get", "foo", "--user=root"], "wrong\n"),
         step(&["get", "foo", "--user=root:"]),
         step(&["get", "foo", "--user=root:wrong"]),
+        // An empty name gets no token at all.
+        step(&["get", "foo", "--user=:pw"]),
         step(&["get", "foo", "--user=nobody:pw"]),
         step(&["get", "foo", "--user=alice:alicepw"]),
         step(&["get", "foo", "--user=alice", "--password=alicepw"]),
@@ -139,9 +200,32 @@ pub fn auth_scenario() -> Vec<Step> {
         step(&["user", "list", ROOT]),
         // Changes as root.
         step(&["role", "revoke-permission", "reader", "foo", ROOT]),
-        step(&["role", "revoke-permission", "reader", "pre/", "--prefix", ROOT]),
-        step(&["role", "revoke-permission", "reader", "from", "--from-key", ROOT, "-w=json"]),
-        step(&["role", "revoke-permission", "reader", "a", "c", ROOT, "-w=fields"]),
+        step(&[
+            "role",
+            "revoke-permission",
+            "reader",
+            "pre/",
+            "--prefix",
+            ROOT,
+        ]),
+        step(&[
+            "role",
+            "revoke-permission",
+            "reader",
+            "from",
+            "--from-key",
+            ROOT,
+            "-w=json",
+        ]),
+        step(&[
+            "role",
+            "revoke-permission",
+            "reader",
+            "a",
+            "c",
+            ROOT,
+            "-w=fields",
+        ]),
         step(&["role", "revoke-permission", "reader", "", "--prefix", ROOT]),
         step(&["role", "revoke-permission", "reader", "foo", ROOT]),
         step(&["role", "revoke-permission", "reader", ROOT]),
@@ -151,9 +235,15 @@ pub fn auth_scenario() -> Vec<Step> {
         step(&["user", "revoke-role", "alice", "writer", ROOT, "-w=json"]),
         step(&["user", "revoke-role", "alice", "reader", ROOT]),
         step(&["user", "revoke-role", "alice", ROOT]),
-        with_stdin(&["user", "passwd", "alice", "--interactive=false", ROOT], "newpw\n"),
+        with_stdin(
+            &["user", "passwd", "alice", "--interactive=false", ROOT],
+            "newpw\n",
+        ),
         with_stdin(&["user", "passwd", "alice", ROOT], "newpw2\nnewpw2\n"),
-        with_stdin(&["user", "passwd", "alice", ROOT, "-w=json"], "newpw3\nnewpw3\n"),
+        with_stdin(
+            &["user", "passwd", "alice", ROOT, "-w=json"],
+            "newpw3\nnewpw3\n",
+        ),
         step(&["user", "passwd", ROOT]),
         step(&["get", "foo", "--user=alice:alicepw"]),
         step(&["get", "foo", "--user=alice:newpw3"]),
@@ -197,11 +287,23 @@ pub fn compare_scenario(steps: &[Step], etcdctl_endpoint: &str, raftkvctl_endpoi
     let dir = tempfile::tempdir().expect("tempdir");
     for (n, step) in steps.iter().enumerate() {
         let expected = normalize(
-            run(Tool::Etcdctl, etcdctl_endpoint, step.args, step.stdin, Some(dir.path())),
+            run(
+                Tool::Etcdctl,
+                etcdctl_endpoint,
+                step.args,
+                step.stdin,
+                Some(dir.path()),
+            ),
             etcdctl_endpoint,
         );
         let actual = normalize(
-            run(Tool::Raftkvctl, raftkvctl_endpoint, step.args, step.stdin, Some(dir.path())),
+            run(
+                Tool::Raftkvctl,
+                raftkvctl_endpoint,
+                step.args,
+                step.stdin,
+                Some(dir.path()),
+            ),
             raftkvctl_endpoint,
         );
         if std::env::var_os("CTL_TEST_DEBUG").is_some() {
@@ -240,7 +342,13 @@ fn auth_status_is_unimplemented_by_etcd_3_4() {
         return;
     };
     let server = EtcdServer::start(&binary, &Identity::new(), None, &[]);
-    let out = run(Tool::Raftkvctl, &server.endpoint(), &["auth", "status"], None, None);
+    let out = run(
+        Tool::Raftkvctl,
+        &server.endpoint(),
+        &["auth", "status"],
+        None,
+        None,
+    );
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(
         out.stderr,
@@ -257,6 +365,121 @@ fn an_expired_token_is_renewed_and_the_call_sent_again() {
     };
     // Simple tokens live for --auth-token-ttl seconds unless used.
     let server = EtcdServer::start(&binary, &Identity::new(), None, &["--auth-token-ttl=1"]);
+    let rt = runtime();
+    let admin = enable_auth(&server);
+    let root = Client::with_security(
+        ClientConfig {
+            endpoints: vec![server.endpoint()],
+            ..ClientConfig::default()
+        },
+        Security {
+            credentials: Some(Credentials {
+                user: "root".into(),
+                password: "rootpw".into(),
+            }),
+            ..Security::default()
+        },
+    )
+    .expect("client");
+    rt.block_on(async {
+        root.authenticate().await.expect("authenticate");
+        assert!(root.has_token());
+        // Let the token expire (etcd sweeps expired simple tokens about
+        // every second).
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let put = pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        let id = root.next_request_id();
+        let first = root
+            .put(put, id)
+            .await
+            .expect("put after the token expired");
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let read = root
+            .range(pb::RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("get after the token expired");
+        assert_eq!(read.kvs.len(), 1);
+        assert_eq!(
+            read.kvs[0].mod_revision,
+            first.header.unwrap_or_default().revision
+        );
+        // Without credentials the same request is refused.
+        let refused = admin
+            .range(pb::RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("no token");
+        assert_eq!(refused.to_string(), "etcdserver: user name is empty");
+    });
+}
+
+/// `ETCDCTL_USER` and `ETCDCTL_PASSWORD` stand for `--user` and
+/// `--password`, in etcdctl and raftkvctl alike; a flag wins over them.
+#[test]
+fn credentials_from_the_environment_work_as_the_flags_do() {
+    let test = "credentials_from_the_environment_work_as_the_flags_do";
+    let Some(binary) = etcd_binary(test) else {
+        return;
+    };
+    if !etcdctl_available(test) {
+        return;
+    }
+    let server = EtcdServer::start(&binary, &Identity::new(), None, &[]);
+    enable_auth(&server);
+    let cases: [(&[(&str, &str)], &[&str]); 4] = [
+        (&[("ETCDCTL_USER", "root:rootpw")], &["put", "k", "v"]),
+        (
+            &[("ETCDCTL_USER", "root"), ("ETCDCTL_PASSWORD", "rootpw")],
+            &["get", "k"],
+        ),
+        (&[("ETCDCTL_USER", "root:wrong")], &["get", "k"]),
+        (
+            &[("ETCDCTL_USER", "root:wrong")],
+            &["get", "k", "--user=root:rootpw"],
+        ),
+    ];
+    for (env, args) in cases {
+        let mut outputs = Vec::new();
+        for tool in [Tool::Etcdctl, Tool::Raftkvctl] {
+            let mut cmd = match tool {
+                Tool::Etcdctl => std::process::Command::new("etcdctl"),
+                Tool::Raftkvctl => std::process::Command::new(env!("CARGO_BIN_EXE_raftkvctl")),
+            };
+            cmd.env("ETCDCTL_API", "3")
+                .envs(env.iter().copied())
+                .arg(format!("--endpoints={}", server.endpoint()))
+                .args(args)
+                .stdin(std::process::Stdio::null());
+            let out = cmd.output().expect("client runs");
+            outputs.push((
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .filter(|l| !l.starts_with("{\"level\""))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ));
+        }
+        assert_eq!(
+            outputs[1], outputs[0],
+            "{env:?} {args:?}: raftkvctl (left), etcdctl (right)"
+        );
+    }
+}
+
+/// Adds root (password `rootpw`) with the root role and enables auth;
+/// returns a client without credentials.
+fn enable_auth(server: &EtcdServer) -> Client {
     let rt = runtime();
     let admin = Client::new(ClientConfig {
         endpoints: vec![server.endpoint()],
@@ -278,7 +501,12 @@ fn an_expired_token_is_renewed_and_the_call_sent_again() {
             .expect("user add");
         let id = admin.next_request_id();
         admin
-            .role_add(pb::AuthRoleAddRequest { name: "root".into() }, id)
+            .role_add(
+                pb::AuthRoleAddRequest {
+                    name: "root".into(),
+                },
+                id,
+            )
             .await
             .expect("role add");
         let id = admin.next_request_id();
@@ -298,46 +526,5 @@ fn an_expired_token_is_renewed_and_the_call_sent_again() {
             .await
             .expect("auth enable");
     });
-    let root = Client::new(ClientConfig {
-        endpoints: vec![server.endpoint()],
-        credentials: Some(Credentials {
-            user: "root".into(),
-            password: "rootpw".into(),
-        }),
-        ..ClientConfig::default()
-    })
-    .expect("client");
-    rt.block_on(async {
-        root.authenticate().await.expect("authenticate");
-        assert!(root.has_token());
-        // Let the token expire (etcd sweeps expired simple tokens about
-        // every second).
-        tokio::time::sleep(Duration::from_millis(3500)).await;
-        let put = pb::PutRequest {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        };
-        let id = root.next_request_id();
-        let first = root.put(put, id).await.expect("put after the token expired");
-        tokio::time::sleep(Duration::from_millis(3500)).await;
-        let read = root
-            .range(pb::RangeRequest {
-                key: b"k".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect("get after the token expired");
-        assert_eq!(read.kvs.len(), 1);
-        assert_eq!(read.kvs[0].mod_revision, first.header.unwrap_or_default().revision);
-        // Without credentials the same request is refused.
-        let refused = admin
-            .range(pb::RangeRequest {
-                key: b"k".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .expect_err("no token");
-        assert_eq!(refused.to_string(), "etcdserver: user name is empty");
-    });
+    admin
 }

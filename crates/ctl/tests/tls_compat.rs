@@ -133,11 +133,21 @@ fn tls_flags_connect_and_refuse_as_etcdctl_does() {
     let ok = same(&bare, &[&ca, &cert, &key, "get", "k"]);
     assert_eq!((ok.code, ok.stdout.as_str()), (0, "k\nv\n"));
     // No CA: verification off.
-    let ok = same(&bare, &["--insecure-skip-tls-verify", &cert, &key, "get", "k"]);
+    let ok = same(
+        &bare,
+        &["--insecure-skip-tls-verify", &cert, &key, "get", "k"],
+    );
     assert_eq!((ok.code, ok.stdout.as_str()), (0, "k\nv\n"), "{ok:?}");
     let ok = same(
         &url,
-        &["--insecure-skip-tls-verify=true", &cert, &key, "get", "k", "--print-value-only"],
+        &[
+            "--insecure-skip-tls-verify=true",
+            &cert,
+            &key,
+            "get",
+            "k",
+            "--print-value-only",
+        ],
     );
     assert_eq!((ok.code, ok.stdout.as_str()), (0, "v\n"));
 
@@ -155,7 +165,10 @@ fn tls_flags_connect_and_refuse_as_etcdctl_does() {
         let refused = same(&bare, &args);
         assert_ne!(refused.code, 0, "{args:?}: {refused:?}");
     }
-    let refused = same(&plain_url, &[quick[0], quick[1], &ca, &cert, &key, "get", "k"]);
+    let refused = same(
+        &plain_url,
+        &[quick[0], quick[1], &ca, &cert, &key, "get", "k"],
+    );
     assert_ne!(refused.code, 0, "{refused:?}");
 
     // Files that cannot be used.
@@ -197,7 +210,18 @@ fn bench_runs_over_tls_with_a_client_certificate() {
     let out = run(
         Tool::Raftkvctl,
         &server.url(),
-        &[&ca, &cert, &key, "bench", "put", "--total", "50", "--clients", "2", "--json"],
+        &[
+            &ca,
+            &cert,
+            &key,
+            "bench",
+            "put",
+            "--total",
+            "50",
+            "--clients",
+            "2",
+            "--json",
+        ],
         None,
         None,
     );

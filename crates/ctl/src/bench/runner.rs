@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::{Client, ClientConfig, Conn as Channel, Security};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use crate::client::{Client, ClientConfig, Conn as Channel};
 
 use super::stats::{Recorder, Summary};
 use super::workload::{KeySpace, Kind, OpError, Settings, Worker};
@@ -43,9 +43,10 @@ pub struct Plan {
     pub endpoints: Vec<String>,
     /// Longest wait to connect.
     pub dial_timeout: Duration,
-    /// How to connect: the global flags' endpoints, dial timeout, TLS and
-    /// user, as the other commands use them.
+    /// How to connect: the global flags' endpoints and dial timeout...
     pub connection: ClientConfig,
+    /// ...and TLS and user, as the other commands use them.
+    pub security: Security,
     /// Operations to run (`u64::MAX` when only a duration bounds the run).
     pub total: u64,
 }
@@ -56,6 +57,7 @@ impl Plan {
         kind: Kind,
         load: &LoadArgs,
         connection: &ClientConfig,
+        security: &Security,
     ) -> Result<Self, CtlError> {
         let endpoints = &connection.endpoints;
         let dial_timeout = connection.dial_timeout;
@@ -109,6 +111,7 @@ impl Plan {
             endpoints: endpoints.to_vec(),
             dial_timeout,
             connection: connection.clone(),
+            security: security.clone(),
             total,
         })
     }
@@ -143,7 +146,8 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
     let load = &plan.load;
     // One client dials every connection (TLS as the flags say) and holds
     // the one auth token they all send.
-    let client = Client::new(plan.connection.clone()).map_err(|e| CtlError::bad_args(e.to_string()))?;
+    let client = Client::with_security(plan.connection.clone(), plan.security.clone())
+        .map_err(|e| CtlError::bad_args(e.to_string()))?;
     client
         .authenticate()
         .await
@@ -226,7 +230,10 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
     Ok(Summary {
         workload: plan.settings.kind.name().to_string(),
         label: load.label.clone(),
-        endpoints: endpoints.iter().map(|&i| plan.endpoints[i].clone()).collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|&i| plan.endpoints[i].clone())
+            .collect(),
         clients: load.clients,
         conns: load.conns,
         serializable: load.serializable,

@@ -387,13 +387,20 @@ async fn auth_enable(ctx: &Context) -> Result<(), CtlError> {
             Ok(_) => return Ok(()),
             Err(err) => err,
         };
-        let missing = err.status().is_some_and(|s| s.message() == ROOT_ROLE_MISSING);
+        let missing = err
+            .status()
+            .is_some_and(|s| s.message() == ROOT_ROLE_MISSING);
         if !missing || attempt > 0 {
             return Err(err.into());
         }
         let id = ctx.client.next_request_id();
         ctx.client
-            .role_add(pb::AuthRoleAddRequest { name: "root".into() }, id)
+            .role_add(
+                pb::AuthRoleAddRequest {
+                    name: "root".into(),
+                },
+                id,
+            )
             .await?;
         let id = ctx.client.next_request_id();
         ctx.client
@@ -411,7 +418,11 @@ async fn auth_enable(ctx: &Context) -> Result<(), CtlError> {
 
 /// Runs a `user` subcommand; `prepared` holds the password read before
 /// connecting.
-pub async fn user(ctx: &Context, command: &UserCommand, prepared: &Prepared) -> Result<(), CtlError> {
+pub async fn user(
+    ctx: &Context,
+    command: &UserCommand,
+    prepared: &Prepared,
+) -> Result<(), CtlError> {
     let client = &ctx.client;
     let printer = &ctx.printer;
     match command {
@@ -430,7 +441,9 @@ pub async fn user(ctx: &Context, command: &UserCommand, prepared: &Prepared) -> 
                 ..Default::default()
             };
             let r = client.user_add(req, client.next_request_id()).await?;
-            show(ctx, &r, || printer.auth_change(format!("User {name} created\n"), &r.header))
+            show(ctx, &r, || {
+                printer.auth_change(format!("User {name} created\n"), &r.header)
+            })
         }
         UserCommand::Delete { args } => {
             let [name] = args.as_slice() else {
@@ -440,12 +453,16 @@ pub async fn user(ctx: &Context, command: &UserCommand, prepared: &Prepared) -> 
             };
             let req = pb::AuthUserDeleteRequest { name: name.clone() };
             let r = client.user_delete(req, client.next_request_id()).await?;
-            show(ctx, &r, || printer.auth_change(format!("User {name} deleted\n"), &r.header))
+            show(ctx, &r, || {
+                printer.auth_change(format!("User {name} deleted\n"), &r.header)
+            })
         }
         UserCommand::Get(args) => user_get(ctx, args).await,
         UserCommand::List { args } => {
             if !args.is_empty() {
-                return Err(CtlError::bad_args("user list command requires no arguments"));
+                return Err(CtlError::bad_args(
+                    "user list command requires no arguments",
+                ));
             }
             let r = client.user_list(pb::AuthUserListRequest {}).await?;
             show(ctx, &r, || printer.user_list(&r))
@@ -464,7 +481,9 @@ pub async fn user(ctx: &Context, command: &UserCommand, prepared: &Prepared) -> 
             let r = client
                 .user_change_password(req, client.next_request_id())
                 .await?;
-            show(ctx, &r, || printer.auth_change("Password updated\n".into(), &r.header))
+            show(ctx, &r, || {
+                printer.auth_change("Password updated\n".into(), &r.header)
+            })
         }
         UserCommand::GrantRole { args } => {
             let [user, role] = args.as_slice() else {
@@ -476,7 +495,9 @@ pub async fn user(ctx: &Context, command: &UserCommand, prepared: &Prepared) -> 
                 user: user.clone(),
                 role: role.clone(),
             };
-            let r = client.user_grant_role(req, client.next_request_id()).await?;
+            let r = client
+                .user_grant_role(req, client.next_request_id())
+                .await?;
             let sentence = format!("Role {role} is granted to user {user}\n");
             show(ctx, &r, || printer.auth_change(sentence, &r.header))
         }
@@ -490,7 +511,9 @@ pub async fn user(ctx: &Context, command: &UserCommand, prepared: &Prepared) -> 
                 name: user.clone(),
                 role: role.clone(),
             };
-            let r = client.user_revoke_role(req, client.next_request_id()).await?;
+            let r = client
+                .user_revoke_role(req, client.next_request_id())
+                .await?;
             let sentence = format!("Role {role} is revoked from user {user}\n");
             show(ctx, &r, || printer.auth_change(sentence, &r.header))
         }
@@ -538,7 +561,9 @@ pub async fn role(ctx: &Context, command: &RoleCommand) -> Result<(), CtlError> 
             };
             let req = pb::AuthRoleAddRequest { name: name.clone() };
             let r = client.role_add(req, client.next_request_id()).await?;
-            show(ctx, &r, || printer.auth_change(format!("Role {name} created\n"), &r.header))
+            show(ctx, &r, || {
+                printer.auth_change(format!("Role {name} created\n"), &r.header)
+            })
         }
         RoleCommand::Delete { args } => {
             let [name] = args.as_slice() else {
@@ -548,7 +573,9 @@ pub async fn role(ctx: &Context, command: &RoleCommand) -> Result<(), CtlError> 
             };
             let req = pb::AuthRoleDeleteRequest { role: name.clone() };
             let r = client.role_delete(req, client.next_request_id()).await?;
-            show(ctx, &r, || printer.auth_change(format!("Role {name} deleted\n"), &r.header))
+            show(ctx, &r, || {
+                printer.auth_change(format!("Role {name} deleted\n"), &r.header)
+            })
         }
         RoleCommand::Get { args } => {
             let [name] = args.as_slice() else {
@@ -563,7 +590,9 @@ pub async fn role(ctx: &Context, command: &RoleCommand) -> Result<(), CtlError> 
         }
         RoleCommand::List { args } => {
             if !args.is_empty() {
-                return Err(CtlError::bad_args("role list command requires no arguments"));
+                return Err(CtlError::bad_args(
+                    "role list command requires no arguments",
+                ));
             }
             let r = client.role_list(pb::AuthRoleListRequest {}).await?;
             show(ctx, &r, || printer.role_list(&r))
@@ -594,7 +623,10 @@ async fn grant_permission(ctx: &Context, args: &PermissionArgs) -> Result<(), Ct
     let r = client
         .role_grant_permission(req, client.next_request_id())
         .await?;
-    show(ctx, &r, || ctx.printer.auth_change(format!("Role {role} updated\n"), &r.header))
+    show(ctx, &r, || {
+        ctx.printer
+            .auth_change(format!("Role {role} updated\n"), &r.header)
+    })
 }
 
 async fn revoke_permission(ctx: &Context, args: &PermissionArgs) -> Result<(), CtlError> {
@@ -616,11 +648,8 @@ async fn revoke_permission(ctx: &Context, args: &PermissionArgs) -> Result<(), C
         .await?;
     // etcdctl names the key as typed (an empty key stays empty here,
     // though `\0` was sent) and the end as sent.
-    let sentence = crate::output::simple::role_revoke_permission(
-        role,
-        args.args[1].as_bytes(),
-        &range_end,
-    );
+    let sentence =
+        crate::output::simple::role_revoke_permission(role, args.args[1].as_bytes(), &range_end);
     show(ctx, &r, || ctx.printer.auth_change(sentence, &r.header))
 }
 
@@ -680,11 +709,18 @@ mod tests {
 
     #[test]
     fn permission_ranges_follow_etcdctl() {
-        let range = |args: &[&str], p, f| permission_range(&strings(args), p, f).map_err(|e| e.message);
+        let range =
+            |args: &[&str], p, f| permission_range(&strings(args), p, f).map_err(|e| e.message);
         assert_eq!(range(&["a"], false, false), Ok((b"a".to_vec(), vec![])));
-        assert_eq!(range(&["a"], true, false), Ok((b"a".to_vec(), b"b".to_vec())));
+        assert_eq!(
+            range(&["a"], true, false),
+            Ok((b"a".to_vec(), b"b".to_vec()))
+        );
         assert_eq!(range(&["a"], false, true), Ok((b"a".to_vec(), vec![0])));
-        assert_eq!(range(&["a", "c"], false, false), Ok((b"a".to_vec(), b"c".to_vec())));
+        assert_eq!(
+            range(&["a", "c"], false, false),
+            Ok((b"a".to_vec(), b"c".to_vec()))
+        );
         assert_eq!(range(&[""], true, false), Ok((vec![0], vec![0])));
         assert_eq!(range(&[""], false, false), Ok((vec![0], vec![])));
         assert_eq!(

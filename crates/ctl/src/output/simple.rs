@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::authpb;
+use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::mvccpb;
 
 use super::gofmt::{hex16, hex_prefixed};

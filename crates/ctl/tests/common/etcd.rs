@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use raftkv_ctl::client::{Client, ClientConfig};
+use raftkv_ctl::client::{Client, ClientConfig, Security};
 use raftkv_ctl::tls::TlsSettings;
 use raftkv_proto::etcdserverpb as pb;
 
@@ -23,9 +23,8 @@ use super::{free_port, runtime};
 /// The etcd binary, or `None` (after saying why) when it is missing and
 /// not required.
 pub fn etcd_binary(test: &str) -> Option<PathBuf> {
-    let binary = PathBuf::from(
-        std::env::var("RAFTKV_ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()),
-    );
+    let binary =
+        PathBuf::from(std::env::var("RAFTKV_ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".into()));
     if binary.exists() {
         return Some(binary);
     }
@@ -81,7 +80,12 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// An etcd 3.4 with `identity`, plaintext or with `tls`; `extra` flags
     /// are added as given.
-    pub fn start(binary: &Path, identity: &Identity, tls: Option<&ServerTls>, extra: &[&str]) -> Self {
+    pub fn start(
+        binary: &Path,
+        identity: &Identity,
+        tls: Option<&ServerTls>,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let listen_peer = free_port();
@@ -145,12 +149,17 @@ impl EtcdServer {
                 ..TlsSettings::plaintext()
             },
         };
-        let client = Client::new(ClientConfig {
-            endpoints: vec![self.url()],
-            command_timeout: Duration::from_millis(500),
-            tls: settings,
-            ..ClientConfig::default()
-        })
+        let client = Client::with_security(
+            ClientConfig {
+                endpoints: vec![self.url()],
+                command_timeout: Duration::from_millis(500),
+                ..ClientConfig::default()
+            },
+            Security {
+                tls: settings,
+                credentials: None,
+            },
+        )
         .expect("client");
         let runtime = runtime();
         let deadline = Instant::now() + Duration::from_secs(30);
