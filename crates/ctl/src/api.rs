@@ -177,13 +177,10 @@ impl Client {
         &self,
         req: pb::MemberRemoveRequest,
     ) -> Result<pb::MemberRemoveResponse, ClientError> {
-        self.unary_once_renewing(Target::Any, |ch| {
-            let req = req.clone();
-            async move {
-                ClusterClient::new(ch)
-                    .member_remove(request(req, None))
-                    .await
-            }
+        self.unary_once_renewing(Target::Any, |ch| async move {
+            ClusterClient::new(ch)
+                .member_remove(request(req, None))
+                .await
         })
         .await
     }
@@ -209,13 +206,10 @@ impl Client {
         &self,
         req: pb::MemberPromoteRequest,
     ) -> Result<pb::MemberPromoteResponse, ClientError> {
-        self.unary_once_renewing(Target::Any, |ch| {
-            let req = req.clone();
-            async move {
-                ClusterClient::new(ch)
-                    .member_promote(request(req, None))
-                    .await
-            }
+        self.unary_once_renewing(Target::Any, |ch| async move {
+            ClusterClient::new(ch)
+                .member_promote(request(req, None))
+                .await
         })
         .await
     }
@@ -258,13 +252,10 @@ impl Client {
         target: Target,
         req: pb::MoveLeaderRequest,
     ) -> Result<pb::MoveLeaderResponse, ClientError> {
-        self.unary_once_renewing(target, |ch| {
-            let req = req.clone();
-            async move {
-                MaintenanceClient::new(ch)
-                    .move_leader(request(req, None))
-                    .await
-            }
+        self.unary_once_renewing(target, |ch| async move {
+            MaintenanceClient::new(ch)
+                .move_leader(request(req, None))
+                .await
         })
         .await
     }
@@ -280,9 +271,8 @@ impl Client {
         req: pb::AuthEnableRequest,
         id: RequestId,
     ) -> Result<pb::AuthEnableResponse, ClientError> {
-        self.unary(Target::Any, Some(id), |ch, id| {
-            let req = req.clone();
-            async move { AuthClient::new(ch).auth_enable(request(req, id)).await }
+        self.unary(Target::Any, Some(id), |ch, id| async move {
+            AuthClient::new(ch).auth_enable(request(req, id)).await
         })
         .await
     }
@@ -293,9 +283,8 @@ impl Client {
         req: pb::AuthDisableRequest,
         id: RequestId,
     ) -> Result<pb::AuthDisableResponse, ClientError> {
-        self.unary(Target::Any, Some(id), |ch, id| {
-            let req = req.clone();
-            async move { AuthClient::new(ch).auth_disable(request(req, id)).await }
+        self.unary(Target::Any, Some(id), |ch, id| async move {
+            AuthClient::new(ch).auth_disable(request(req, id)).await
         })
         .await
     }
@@ -305,9 +294,8 @@ impl Client {
         &self,
         req: pb::AuthStatusRequest,
     ) -> Result<pb::AuthStatusResponse, ClientError> {
-        self.unary(Target::Any, None, |ch, id| {
-            let req = req.clone();
-            async move { AuthClient::new(ch).auth_status(request(req, id)).await }
+        self.unary(Target::Any, None, |ch, id| async move {
+            AuthClient::new(ch).auth_status(request(req, id)).await
         })
         .await
     }
@@ -342,9 +330,8 @@ impl Client {
         &self,
         req: pb::AuthUserListRequest,
     ) -> Result<pb::AuthUserListResponse, ClientError> {
-        self.unary(Target::Any, None, |ch, id| {
-            let req = req.clone();
-            async move { AuthClient::new(ch).user_list(request(req, id)).await }
+        self.unary(Target::Any, None, |ch, id| async move {
+            AuthClient::new(ch).user_list(request(req, id)).await
         })
         .await
     }
@@ -435,9 +422,8 @@ impl Client {
         &self,
         req: pb::AuthRoleListRequest,
     ) -> Result<pb::AuthRoleListResponse, ClientError> {
-        self.unary(Target::Any, None, |ch, id| {
-            let req = req.clone();
-            async move { AuthClient::new(ch).role_list(request(req, id)).await }
+        self.unary(Target::Any, None, |ch, id| async move {
+            AuthClient::new(ch).role_list(request(req, id)).await
         })
         .await
     }

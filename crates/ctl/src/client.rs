@@ -272,7 +272,7 @@ impl Client {
             return Err(ClientError::Endpoint("the client id must not be 0".into()));
         }
         let channels = Mutex::new(vec![None; config.endpoints.len()]);
-        let tls = ClientTls::new(&security.tls)?;
+        let tls = ClientTls::new(&security.tls, &config.endpoints)?;
         Ok(Self {
             config,
             client_id,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use raftkv_ctl::bench::BenchArgs;
 use raftkv_ctl::client::{Client, ClientConfig, Credentials, RetryPolicy, Security};
 use raftkv_ctl::commands::auth::{parse_go_bool, AuthCommand, Prepared, RoleCommand, UserCommand};
@@ -131,13 +132,49 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// The flags raftkvctl reads from `ETCDCTL_*` variables, and the variables.
+const ENV_FLAGS: &[(&str, &str)] = &[
+    ("user", "ETCDCTL_USER"),
+    ("password", "ETCDCTL_PASSWORD"),
+    ("cacert", "ETCDCTL_CACERT"),
+    ("cert", "ETCDCTL_CERT"),
+    ("key", "ETCDCTL_KEY"),
+    (
+        "insecure_skip_tls_verify",
+        "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
+    ),
+    ("insecure_transport", "ETCDCTL_INSECURE_TRANSPORT"),
+];
+
+/// A variable set in the environment (even empty) whose flag was also
+/// given: etcdctl refuses to guess which one was meant.
+fn shadowed_env(matches: &clap::ArgMatches) -> Option<&'static str> {
+    ENV_FLAGS.iter().find_map(|&(id, env)| {
+        let given = matches.value_source(id) == Some(ValueSource::CommandLine);
+        (given && std::env::var_os(env).is_some()).then_some(env)
+    })
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     raftkv_ctl::duration::parse(text)
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            if let Some(env) = shadowed_env(&matches) {
+                // etcd's pkg/flags refuses this with a fatal capnslog line.
+                commands::emit_err(&format!(
+                    "{} C | pkg/flags: conflicting environment variable \"{env}\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)\n",
+                    raftkv_ctl::output::gofmt::capnslog_time(std::time::SystemTime::now())
+                ));
+                return ExitCode::from(1);
+            }
+            cli
+        }
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {

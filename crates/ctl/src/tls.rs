@@ -80,9 +80,11 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    /// Reads the files the settings name and builds the configurations.
-    /// Errors carry etcdctl's wording (Go's `open <path>: ...`).
-    pub fn new(settings: &TlsSettings) -> Result<Self, ClientError> {
+    /// Reads the files the settings name and builds the configurations
+    /// `endpoints` need (the system's roots are read only for an `https://`
+    /// endpoint that the flags gave no configuration). Errors carry
+    /// etcdctl's wording (Go's `open <path>: ...`).
+    pub fn new(settings: &TlsSettings, endpoints: &[String]) -> Result<Self, ClientError> {
         let wants_files =
             settings.cacert.is_some() || settings.cert.is_some() || settings.key.is_some();
         let configured = if wants_files || !settings.insecure_transport {
@@ -90,7 +92,10 @@ impl ClientTls {
         } else {
             None
         };
-        let system = if configured.is_none() {
+        let any_https = endpoints
+            .iter()
+            .any(|e| e.starts_with("https://") || e.starts_with("unixs://"));
+        let system = if configured.is_none() && any_https {
             Some(Arc::new(build(&TlsSettings::plaintext(), false)?))
         } else {
             None
@@ -320,4 +325,67 @@ pub fn connector(
             Ok(TokioIo::new(tls))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(list: &[&str]) -> Vec<String> {
+        list.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn endpoints_get_tls_by_etcdctls_rules() {
+        // No flags: plaintext, except https:// (system roots).
+        let plain = ClientTls::new(&TlsSettings::plaintext(), &endpoints(&["https://a:1"]))
+            .expect("plaintext settings");
+        assert!(plain.for_endpoint("a:1").is_none());
+        assert!(plain.for_endpoint("http://a:1").is_none());
+        assert!(plain.for_endpoint("https://a:1").is_some());
+        // --insecure-transport=false: TLS for bare endpoints, never http://.
+        let secure = TlsSettings {
+            insecure_transport: false,
+            ..TlsSettings::plaintext()
+        };
+        let secure = ClientTls::new(&secure, &[]).expect("secure settings");
+        assert!(secure.for_endpoint("a:1").is_some());
+        assert!(secure.for_endpoint("http://a:1").is_none());
+        assert!(secure.for_endpoint("https://a:1").is_some());
+    }
+
+    #[test]
+    fn unusable_files_are_refused_in_etcdctls_words() {
+        let missing = TlsSettings {
+            cacert: Some("/nonexistent/ca.pem".into()),
+            ..TlsSettings::plaintext()
+        };
+        let err = ClientTls::new(&missing, &[]).expect_err("missing CA");
+        assert_eq!(
+            err.to_string(),
+            "open /nonexistent/ca.pem: no such file or directory"
+        );
+        let half = TlsSettings {
+            cert: Some("c.pem".into()),
+            ..TlsSettings::plaintext()
+        };
+        let err = ClientTls::new(&half, &[]).expect_err("cert without key");
+        assert_eq!(
+            err.to_string(),
+            "KeyFile and CertFile must both be present[key: , cert: c.pem]"
+        );
+    }
+
+    #[test]
+    fn skipping_verification_accepts_any_certificate() {
+        let verifier = AcceptAnyServerCert {
+            provider: provider(),
+        };
+        let name = ServerName::try_from("127.0.0.1").expect("a name");
+        let junk = CertificateDer::from(vec![0u8; 4]);
+        assert!(verifier
+            .verify_server_cert(&junk, &[], &name, &[], UnixTime::now())
+            .is_ok());
+        assert!(!verifier.supported_verify_schemes().is_empty());
+    }
 }

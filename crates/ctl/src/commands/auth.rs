@@ -281,9 +281,10 @@ fn stty(setting: &str) -> Result<(), std::io::Error> {
         .status()
         .map(|_| ())
         .map_err(|e| {
+            let what = if setting == "-echo" { "off" } else { "on" };
             std::io::Error::new(
                 e.kind(),
-                format!("failed turning off console echo for password entry:\n\t{e}"),
+                format!("failed turning {what} console echo for password entry:\n\t{e}"),
             )
         })
 }

@@ -219,56 +219,6 @@ pub fn move_leader(leader: u64, target: u64) -> String {
     format!("Leadership transferred from {leader:x} to {target:x}\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lease_lines_match_etcdctl() {
-        let grant = pb::LeaseGrantResponse {
-            id: 0x4bc34ff3ca241a79,
-            ttl: 100,
-            ..Default::default()
-        };
-        assert_eq!(
-            lease_grant(&grant),
-            "lease 4bc34ff3ca241a79 granted with TTL(100s)\n"
-        );
-        let expired = pb::LeaseTimeToLiveResponse {
-            id: 0x123,
-            ttl: -1,
-            ..Default::default()
-        };
-        assert_eq!(
-            lease_time_to_live(&expired, false),
-            "lease 0000000000000123 already expired\n"
-        );
-        let live = pb::LeaseTimeToLiveResponse {
-            id: 0x4bc34ff3ca241a79,
-            ttl: 95,
-            granted_ttl: 100,
-            keys: vec![b"lk1".to_vec(), b"lk2".to_vec()],
-            ..Default::default()
-        };
-        assert_eq!(
-            lease_time_to_live(&live, true),
-            "lease 4bc34ff3ca241a79 granted with TTL(100s), remaining(95s), attached keys([lk1 lk2])\n"
-        );
-    }
-
-    #[test]
-    fn member_ids_are_space_padded_hex() {
-        let header = Some(pb::ResponseHeader {
-            cluster_id: 0xabc,
-            ..Default::default()
-        });
-        assert_eq!(
-            member_change(0x1234, "removed from", &header),
-            "Member             1234 removed from cluster              abc\n"
-        );
-    }
-}
-
 /// `auth status` (etcdctl 3.5's lines).
 pub fn auth_status(r: &pb::AuthStatusResponse) -> String {
     format!(
@@ -347,4 +297,88 @@ pub fn user_get(user: &str, r: &pb::AuthUserGetResponse) -> String {
 /// `user list` and `role list`: one name a line.
 pub fn names(names: &[String]) -> String {
     names.iter().map(|n| format!("{n}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_lines_match_etcdctl() {
+        let grant = pb::LeaseGrantResponse {
+            id: 0x4bc34ff3ca241a79,
+            ttl: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            lease_grant(&grant),
+            "lease 4bc34ff3ca241a79 granted with TTL(100s)\n"
+        );
+        let expired = pb::LeaseTimeToLiveResponse {
+            id: 0x123,
+            ttl: -1,
+            ..Default::default()
+        };
+        assert_eq!(
+            lease_time_to_live(&expired, false),
+            "lease 0000000000000123 already expired\n"
+        );
+        let live = pb::LeaseTimeToLiveResponse {
+            id: 0x4bc34ff3ca241a79,
+            ttl: 95,
+            granted_ttl: 100,
+            keys: vec![b"lk1".to_vec(), b"lk2".to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(
+            lease_time_to_live(&live, true),
+            "lease 4bc34ff3ca241a79 granted with TTL(100s), remaining(95s), attached keys([lk1 lk2])\n"
+        );
+    }
+
+    #[test]
+    fn member_ids_are_space_padded_hex() {
+        let header = Some(pb::ResponseHeader {
+            cluster_id: 0xabc,
+            ..Default::default()
+        });
+        assert_eq!(
+            member_change(0x1234, "removed from", &header),
+            "Member             1234 removed from cluster              abc\n"
+        );
+    }
+
+    #[test]
+    fn auth_answers_read_as_etcdctls() {
+        let status = pb::AuthStatusResponse {
+            enabled: true,
+            auth_revision: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            auth_status(&status),
+            "Authentication Status: true\nAuthRevision: 7\n"
+        );
+        let perm = |t: authpb::permission::Type, key: &[u8], end: &[u8]| authpb::Permission {
+            perm_type: t as i32,
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+        };
+        let role = pb::AuthRoleGetResponse {
+            perm: vec![
+                perm(authpb::permission::Type::Read, b"k", b""),
+                perm(authpb::permission::Type::Readwrite, b"p/", b"p0"),
+                perm(authpb::permission::Type::Write, b"f", b"\0"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            role_get("r", &role),
+            "Role r\nKV Read:\n\tk\n\t[p/, p0) (prefix p/)\nKV Write:\n\t[p/, p0) (prefix p/)\n\t[f, <open ended>\n"
+        );
+        assert_eq!(
+            role_revoke_permission("r", b"a", b"\0"),
+            "Permission of range [a, <open ended> is revoked from role r\n"
+        );
+    }
 }
