@@ -40,7 +40,7 @@ struct Cli {
     /// Longest a single attempt may take before it is retried on the next endpoint.
     #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
     attempt_timeout: Duration,
-    /// Set the output format (simple, json, table, fields).
+    /// Set the output format (simple, json, protobuf, table, fields).
     #[arg(short = 'w', long, global = true, value_enum, default_value = "simple")]
     write_out: Format,
     /// Print byte strings as hex encoded strings.

@@ -102,7 +102,7 @@ pub struct UserAddArgs {
           default_missing_value = "true", value_parser = parse_go_bool)]
     pub interactive: bool,
     /// Supply password from the command line flag.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub new_user_password: String,
     /// Create a user without password (CN based auth only).
     #[arg(long)]
