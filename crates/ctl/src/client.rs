@@ -350,6 +350,17 @@ impl Client {
         Err(ClientError::DeadlineExceeded { last })
     }
 
+    /// For streams, which reopen themselves: if `status` refused the token
+    /// as stale, gets a fresh one (so the reopened stream carries it) and
+    /// says so.
+    pub async fn renew_token_after(&self, status: &Status) -> Result<bool, ClientError> {
+        if !self.token_refusal(status) {
+            return Ok(false);
+        }
+        self.authenticate().await?;
+        Ok(true)
+    }
+
     /// Whether `status` says the token is stale and a fresh one may help.
     fn token_refusal(&self, status: &Status) -> bool {
         self.credentials().is_some()
