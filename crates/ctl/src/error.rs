@@ -97,9 +97,13 @@ pub enum ClientError {
         /// The last failure seen, for the debug log.
         last: Option<String>,
     },
-    /// An endpoint that cannot be used (for example `https://`).
+    /// An endpoint that cannot be used (a malformed URL).
     #[error("{0}")]
     Endpoint(String),
+    /// A TLS file that cannot be read or used, in etcdctl's words (`open
+    /// <path>: no such file or directory`).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl ClientError {

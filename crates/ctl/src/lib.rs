@@ -10,6 +10,8 @@
 //! - [`error`]: etcdctl's error texts and exit codes.
 //! - [`bench`]: `raftkvctl bench`, a load generator for etcd and raftkv
 //!   alike, and the report comparing them.
+//! - [`tls`]: client TLS from etcdctl's `--cacert`, `--cert`, `--key`
+//!   and `--insecure-*` flags.
 //! - [`duration`]: Go duration strings (`5s`, `500ms`) for the timeout flags.
 //!
 //! # Exactly-once retries
@@ -55,3 +57,4 @@ pub mod commands;
 pub mod duration;
 pub mod error;
 pub mod output;
+pub mod tls;

@@ -1,12 +1,15 @@
 //! `raftkvctl`: etcdctl's v3 commands against raftkv or etcd. See the
 //! library's docs for the exactly-once retry contract.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use raftkv_ctl::bench::BenchArgs;
-use raftkv_ctl::client::{Client, ClientConfig, RetryPolicy};
+use raftkv_ctl::client::{Client, ClientConfig, Credentials, RetryPolicy, Security};
+use raftkv_ctl::commands::auth::{parse_go_bool, AuthCommand, Prepared, RoleCommand, UserCommand};
 use raftkv_ctl::commands::check::CheckArgs;
 use raftkv_ctl::commands::endpoint::EndpointCommand;
 use raftkv_ctl::commands::kv::{CompactionArgs, DelArgs, GetArgs, PutArgs};
@@ -16,12 +19,14 @@ use raftkv_ctl::commands::member::MemberCommand;
 use raftkv_ctl::commands::txn::TxnArgs;
 use raftkv_ctl::commands::watch::WatchArgs;
 use raftkv_ctl::commands::{self, Context};
-use raftkv_ctl::error::CtlError;
+use raftkv_ctl::error::{CtlError, ExitCode as CtlExit};
 use raftkv_ctl::output::{Format, Printer};
+use raftkv_ctl::tls::TlsSettings;
 
 /// A simple command line client for etcd3 and raftkv.
 #[derive(Parser, Debug)]
-#[command(name = "raftkvctl", version, about)]
+// A flag given twice keeps its last value, as etcdctl's (pflag) does.
+#[command(name = "raftkvctl", version, about, args_override_self = true)]
 struct Cli {
     /// gRPC endpoints, comma separated.
     #[arg(long, global = true, default_value = "127.0.0.1:2379")]
@@ -35,7 +40,7 @@ struct Cli {
     /// Longest a single attempt may take before it is retried on the next endpoint.
     #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
     attempt_timeout: Duration,
-    /// Set the output format (simple, json, table, fields).
+    /// Set the output format (simple, json, protobuf, table, fields).
     #[arg(short = 'w', long, global = true, value_enum, default_value = "simple")]
     write_out: Format,
     /// Print byte strings as hex encoded strings.
@@ -44,6 +49,31 @@ struct Cli {
     /// Enable client-side debug logging (on stderr).
     #[arg(long, global = true)]
     debug: bool,
+    /// Username[:password] for authentication (prompt if password is not supplied).
+    #[arg(long, global = true, env = "ETCDCTL_USER", hide_env_values = true)]
+    user: Option<String>,
+    /// Password for authentication (if this option is used, --user option shouldn't include password).
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    cacert: Option<String>,
+    /// Identify secure client using this TLS certificate file.
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    cert: Option<String>,
+    /// Identify secure client using this TLS key file.
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    key: Option<String>,
+    /// Skip server certificate verification (CAUTION: this option should be enabled only for testing purposes).
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", default_value = "false",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_go_bool)]
+    insecure_skip_tls_verify: bool,
+    /// Disable transport security for client connections.
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", default_value = "true",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = parse_go_bool)]
+    insecure_transport: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +109,15 @@ enum Command {
     /// Manages etcd node snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Enable or disable authentication.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// User related commands.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Role related commands.
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Transfers leadership to another etcd cluster member.
     MoveLeader {
         /// The transferee's member id (hex).
@@ -93,13 +132,49 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// The flags raftkvctl reads from `ETCDCTL_*` variables, and the variables.
+const ENV_FLAGS: &[(&str, &str)] = &[
+    ("user", "ETCDCTL_USER"),
+    ("password", "ETCDCTL_PASSWORD"),
+    ("cacert", "ETCDCTL_CACERT"),
+    ("cert", "ETCDCTL_CERT"),
+    ("key", "ETCDCTL_KEY"),
+    (
+        "insecure_skip_tls_verify",
+        "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
+    ),
+    ("insecure_transport", "ETCDCTL_INSECURE_TRANSPORT"),
+];
+
+/// A variable set in the environment (even empty) whose flag was also
+/// given: etcdctl refuses to guess which one was meant.
+fn shadowed_env(matches: &clap::ArgMatches) -> Option<&'static str> {
+    ENV_FLAGS.iter().find_map(|&(id, env)| {
+        let given = matches.value_source(id) == Some(ValueSource::CommandLine);
+        (given && std::env::var_os(env).is_some()).then_some(env)
+    })
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     raftkv_ctl::duration::parse(text)
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            if let Some(env) = shadowed_env(&matches) {
+                // etcd's pkg/flags refuses this with a fatal capnslog line.
+                commands::emit_err(&format!(
+                    "{} C | pkg/flags: conflicting environment variable \"{env}\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)\n",
+                    raftkv_ctl::output::gofmt::capnslog_time(std::time::SystemTime::now())
+                ));
+                return ExitCode::from(1);
+            }
+            cli
+        }
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
@@ -137,6 +212,9 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             env!("CARGO_PKG_VERSION")
         ));
     }
+    if let Command::Snapshot(SnapshotCommand::Restore(args)) = &cli.command {
+        return commands::restore::run(args);
+    }
     let endpoints: Vec<String> = cli
         .endpoints
         .split(',')
@@ -144,12 +222,14 @@ fn run(cli: Cli) -> Result<(), CtlError> {
         .filter(|e| !e.is_empty())
         .map(str::to_string)
         .collect();
-    if let Command::Bench(args) = &cli.command {
-        return raftkv_ctl::bench::run(args, &endpoints, cli.dial_timeout);
-    }
-    if let Command::Snapshot(SnapshotCommand::Restore(args)) = &cli.command {
-        return commands::restore::run(args);
-    }
+    // etcdctl reads a new user's password before it connects, and --user's
+    // after that.
+    let prepared = match &cli.command {
+        Command::User(command) => commands::auth::prepare_user(command)?,
+        _ => Prepared::default(),
+    };
+    let tls = tls_settings(&cli)?;
+    let credentials = credentials(&cli)?;
     let config = ClientConfig {
         endpoints,
         dial_timeout: cli.dial_timeout,
@@ -159,20 +239,74 @@ fn run(cli: Cli) -> Result<(), CtlError> {
             ..RetryPolicy::default()
         },
     };
-    let client = Client::new(config).map_err(|e| CtlError::bad_args(e.to_string()))?;
-    let ctx = Context {
-        client,
-        printer: Printer::new(cli.write_out, cli.hex),
-    };
+    let security = Security { tls, credentials };
+    if let Command::Bench(args) = &cli.command {
+        return raftkv_ctl::bench::run(args, &config, &security);
+    }
+    let client =
+        Client::with_security(config, security).map_err(|e| CtlError::bad_args(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CtlError::failed(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(dispatch(&ctx, &cli.command))
+    // etcd's client authenticates when it is created; etcdctl exits with
+    // its bad-connection code if that fails.
+    runtime
+        .block_on(client.authenticate())
+        .map_err(|e| CtlError::new(CtlExit::BadConnection, e.to_string()))?;
+    let ctx = Context {
+        client,
+        printer: Printer::new(cli.write_out, cli.hex),
+    };
+    runtime.block_on(dispatch(&ctx, &cli.command, &prepared))
 }
 
-async fn dispatch(ctx: &Context, command: &Command) -> Result<(), CtlError> {
-    use raftkv_ctl::commands::{endpoint, kv, lease, maintenance, member, txn, watch};
+/// The TLS flags, with etcdctl's refusal of an empty file name.
+fn tls_settings(cli: &Cli) -> Result<TlsSettings, CtlError> {
+    // Strings, not paths, in clap: it would refuse an empty path with its
+    // own message before etcdctl's could be given.
+    let file = |path: &Option<String>, flag: &str| match path.as_deref() {
+        Some("") => Err(CtlError::bad_args(format!(
+            "empty string is passed to --{flag} option"
+        ))),
+        other => Ok(other.map(PathBuf::from)),
+    };
+    Ok(TlsSettings {
+        cert: file(&cli.cert, "cert")?,
+        key: file(&cli.key, "key")?,
+        cacert: file(&cli.cacert, "cacert")?,
+        insecure_skip_verify: cli.insecure_skip_tls_verify,
+        insecure_transport: cli.insecure_transport,
+    })
+}
+
+/// `--user name[:password]` and `--password`, as etcdctl reads them: with
+/// `--password` the whole `--user` is the name; without it the password
+/// follows the first colon, or is asked for on the terminal.
+fn credentials(cli: &Cli) -> Result<Option<Credentials>, CtlError> {
+    let user = match cli.user.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(user) => user,
+    };
+    if let Some(password) = cli.password.as_deref().filter(|p| !p.is_empty()) {
+        return Ok(Some(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        }));
+    }
+    let (user, password) = match user.split_once(':') {
+        Some((user, password)) => (user.to_string(), password.to_string()),
+        None => {
+            let password = commands::auth::ask_password("Password: ")
+                .map_err(|e| CtlError::failed(e.to_string()))?;
+            (user.to_string(), password)
+        }
+    };
+    Ok(Some(Credentials { user, password }))
+}
+
+async fn dispatch(ctx: &Context, command: &Command, prepared: &Prepared) -> Result<(), CtlError> {
+    use raftkv_ctl::commands::{auth, endpoint, kv, lease, maintenance, member, txn, watch};
     match command {
         Command::Put(args) => kv::put(ctx, args).await,
         Command::Get(args) => kv::get(ctx, args).await,
@@ -187,6 +321,9 @@ async fn dispatch(ctx: &Context, command: &Command) -> Result<(), CtlError> {
         Command::Defrag(args) => maintenance::defrag(ctx, args).await,
         Command::Snapshot(command) => maintenance::snapshot(ctx, command).await,
         Command::MoveLeader { args } => maintenance::move_leader(ctx, args).await,
+        Command::Auth(command) => auth::auth(ctx, command).await,
+        Command::User(command) => auth::user(ctx, command, prepared).await,
+        Command::Role(command) => auth::role(ctx, command).await,
         Command::Version | Command::Check(_) | Command::Bench(_) => Ok(()),
     }
 }

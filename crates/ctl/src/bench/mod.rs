@@ -143,7 +143,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs `bench` against `endpoints` (the global `--endpoints`), on a
 /// runtime of its own with a thread per core, since one thread cannot
 /// keep many clients busy.
-pub fn run(args: &BenchArgs, endpoints: &[String], dial_timeout: Duration) -> Result<(), CtlError> {
+pub fn run(
+    args: &BenchArgs,
+    connection: &crate::client::ClientConfig,
+    security: &crate::client::Security,
+) -> Result<(), CtlError> {
     let (kind, load) = match &args.command {
         BenchCommand::Report(report_args) => return report::run(report_args),
         BenchCommand::Put(a) => (workload::Kind::Put, a),
@@ -154,7 +158,7 @@ pub fn run(args: &BenchArgs, endpoints: &[String], dial_timeout: Duration) -> Re
         BenchCommand::LeaseKeepalive(a) => (workload::Kind::LeaseKeepalive, a),
         BenchCommand::Mixed(a) => (workload::Kind::Mixed, a),
     };
-    let plan = runner::Plan::new(kind, load, endpoints, dial_timeout)?;
+    let plan = runner::Plan::new(kind, load, connection, security)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

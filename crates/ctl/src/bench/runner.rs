@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::{Client, ClientConfig, Conn as Channel, Security};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
 use super::stats::{Recorder, Summary};
 use super::workload::{KeySpace, Kind, OpError, Settings, Worker};
@@ -43,6 +43,10 @@ pub struct Plan {
     pub endpoints: Vec<String>,
     /// Longest wait to connect.
     pub dial_timeout: Duration,
+    /// How to connect: the global flags' endpoints and dial timeout...
+    pub connection: ClientConfig,
+    /// ...and TLS and user, as the other commands use them.
+    pub security: Security,
     /// Operations to run (`u64::MAX` when only a duration bounds the run).
     pub total: u64,
 }
@@ -52,9 +56,11 @@ impl Plan {
     pub fn new(
         kind: Kind,
         load: &LoadArgs,
-        endpoints: &[String],
-        dial_timeout: Duration,
+        connection: &ClientConfig,
+        security: &Security,
     ) -> Result<Self, CtlError> {
+        let endpoints = &connection.endpoints;
+        let dial_timeout = connection.dial_timeout;
         if endpoints.is_empty() {
             return Err(CtlError::bad_args("no endpoints given"));
         }
@@ -104,6 +110,8 @@ impl Plan {
             load: load.clone(),
             endpoints: endpoints.to_vec(),
             dial_timeout,
+            connection: connection.clone(),
+            security: security.clone(),
             total,
         })
     }
@@ -136,13 +144,21 @@ impl Shared {
 /// Runs the plan and returns its summary.
 pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
     let load = &plan.load;
-    let endpoints = match load.target {
-        Target::All => plan.endpoints.clone(),
-        Target::Leader => vec![leader(plan).await?],
+    // One client dials every connection (TLS as the flags say) and holds
+    // the one auth token they all send.
+    let client = Client::with_security(plan.connection.clone(), plan.security.clone())
+        .map_err(|e| CtlError::bad_args(e.to_string()))?;
+    client
+        .authenticate()
+        .await
+        .map_err(|e| CtlError::new(crate::error::ExitCode::BadConnection, e.to_string()))?;
+    let endpoints: Vec<usize> = match load.target {
+        Target::All => (0..plan.endpoints.len()).collect(),
+        Target::Leader => vec![leader(plan, &client).await?],
     };
     let mut channels = Vec::with_capacity(load.conns);
     for i in 0..load.conns {
-        channels.push(connect(&endpoints[i % endpoints.len()], plan.dial_timeout).await?);
+        channels.push(connect(&client, endpoints[i % endpoints.len()]).await?);
     }
     let mut workers = start_workers(plan, &channels).await?;
     let keys = KeySpace::new(
@@ -214,7 +230,10 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
     Ok(Summary {
         workload: plan.settings.kind.name().to_string(),
         label: load.label.clone(),
-        endpoints,
+        endpoints: endpoints
+            .iter()
+            .map(|&i| plan.endpoints[i].clone())
+            .collect(),
         clients: load.clients,
         conns: load.conns,
         serializable: load.serializable,
@@ -323,26 +342,19 @@ async fn start_workers(plan: &Plan, channels: &[Channel]) -> Result<Vec<Worker>,
     Ok(workers)
 }
 
-async fn connect(endpoint: &str, dial_timeout: Duration) -> Result<Channel, CtlError> {
-    let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
-    let uri = format!("http://{rest}");
-    let builder = Endpoint::from_shared(uri)
-        .map_err(|e| CtlError::bad_args(format!("endpoint {endpoint}: {e}")))?
-        .connect_timeout(dial_timeout)
-        .tcp_nodelay(true);
-    match tokio::time::timeout(dial_timeout, builder.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(CtlError::failed(format!("connecting to {endpoint}: {e}"))),
-        Err(_) => Err(CtlError::failed(format!(
-            "connecting to {endpoint}: no answer within {dial_timeout:?}"
-        ))),
-    }
+/// A new connection of its own to endpoint `index` (bench spreads its
+/// load over `--conns` connections, so none is shared with another).
+async fn connect(client: &Client, index: usize) -> Result<Channel, CtlError> {
+    client
+        .dial(index)
+        .await
+        .map_err(|e| CtlError::failed(e.message().to_string()))
 }
 
-/// The endpoint of the leader, by asking each endpoint's Status.
-async fn leader(plan: &Plan) -> Result<String, CtlError> {
-    for endpoint in &plan.endpoints {
-        let Ok(channel) = connect(endpoint, plan.dial_timeout).await else {
+/// The index of the leader's endpoint, by asking each endpoint's Status.
+async fn leader(plan: &Plan, client: &Client) -> Result<usize, CtlError> {
+    for index in 0..plan.endpoints.len() {
+        let Ok(channel) = connect(client, index).await else {
             continue;
         };
         let status = tokio::time::timeout(
@@ -353,7 +365,7 @@ async fn leader(plan: &Plan) -> Result<String, CtlError> {
         if let Ok(Ok(resp)) = status {
             let resp = resp.into_inner();
             if resp.leader != 0 && resp.header.is_some_and(|h| h.member_id == resp.leader) {
-                return Ok(endpoint.clone());
+                return Ok(index);
             }
         }
     }

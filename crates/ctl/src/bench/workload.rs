@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::client::Conn as Channel;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
@@ -24,7 +25,6 @@ use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 /// The workloads.

@@ -2,12 +2,13 @@
 //! arguments to printed output: [`kv`] (put, get, del, compaction), [`txn`],
 //! [`watch`], [`lease`], [`member`], [`endpoint`] (status, health) and
 //! [`maintenance`] (alarm, defrag, snapshot save, move-leader), [`restore`]
-//! (snapshot restore, offline), and raftkv's own [`check`] of a recorded
-//! history.
+//! (snapshot restore, offline), [`auth`] (auth, user and role), and
+//! raftkv's own [`check`] of a recorded history.
 //!
 //! Argument checks and their messages follow etcdctl's, so a script that
 //! matches on them keeps working.
 
+pub mod auth;
 pub mod check;
 pub mod endpoint;
 pub mod kv;
@@ -38,6 +39,15 @@ pub fn emit(text: &str) -> Result<(), CtlError> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CtlError::new(crate::error::ExitCode::Io, e.to_string()))
+}
+
+/// Writes raw bytes to stdout (`-w protobuf`).
+pub fn emit_bytes(bytes: &[u8]) -> Result<(), CtlError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
         .and_then(|()| stdout.flush())
         .map_err(|e| CtlError::new(crate::error::ExitCode::Io, e.to_string()))
 }
@@ -105,7 +115,7 @@ fn parse_digits(digits: &str, base: u32) -> Result<u64, &'static str> {
     }
 }
 
-fn go_quote(text: &str) -> String {
+pub(crate) fn go_quote(text: &str) -> String {
     crate::output::gofmt::quote(text.as_bytes())
 }
 

@@ -95,6 +95,7 @@ async fn watch_once(ctx: &Context, create: &pb::WatchCreateRequest) -> Result<i6
         Ok(response) => response.into_inner(),
         Err(status) => {
             tracing::debug!(error = %status_message(&status), "watch not opened");
+            ctx.client.renew_token_after(&status).await?;
             return Ok(next_revision);
         }
     };
@@ -103,6 +104,7 @@ async fn watch_once(ctx: &Context, create: &pb::WatchCreateRequest) -> Result<i6
             Ok(resp) => resp,
             Err(status) => {
                 tracing::debug!(error = %status_message(&status), "watch stream failed");
+                ctx.client.renew_token_after(&status).await?;
                 break;
             }
         };

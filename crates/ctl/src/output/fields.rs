@@ -211,3 +211,41 @@ pub fn alarm(r: &pb::AlarmResponse) -> String {
     }
     out
 }
+
+/// `auth status` (etcdctl 3.5's fields).
+pub fn auth_status(r: &pb::AuthStatusResponse) -> String {
+    let mut out = String::new();
+    header(&mut out, r.header.as_ref());
+    let _ = writeln!(out, "\"Enabled\" : {}", r.enabled);
+    let _ = writeln!(out, "\"AuthRevision\" : {}", r.auth_revision);
+    out
+}
+
+/// `role get`. etcdctl prints the type with `Println`, which puts a space
+/// between its operands, hence the two spaces after the colon.
+pub fn role_get(r: &pb::AuthRoleGetResponse) -> String {
+    let mut out = String::new();
+    header(&mut out, r.header.as_ref());
+    for p in &r.perm {
+        let name = raftkv_proto::authpb::permission::Type::try_from(p.perm_type)
+            .map(|t| t.as_str_name().to_string())
+            .unwrap_or_else(|_| p.perm_type.to_string());
+        let _ = writeln!(out, "\"PermType\" :  {name}");
+        let _ = writeln!(out, "\"Key\" : {}", quote(&p.key));
+        let _ = writeln!(out, "\"RangeEnd\" : {}", quote(&p.range_end));
+    }
+    out
+}
+
+/// `role list`: the names quoted on one line.
+pub fn role_list(r: &pb::AuthRoleListResponse) -> String {
+    let mut out = String::new();
+    header(&mut out, r.header.as_ref());
+    out.push_str("\"Roles\" :");
+    for role in &r.roles {
+        out.push(' ');
+        out.push_str(&quote(role.as_bytes()));
+    }
+    out.push('\n');
+    out
+}

@@ -155,6 +155,39 @@ fn go_fixed(value: f64, places: usize) -> String {
     format!("{value:.places$}")
 }
 
+/// capnslog's time stamp, `2006-01-02 15:04:05.000000` (in UTC; etcd
+/// writes local time, which is UTC on servers and CI).
+pub fn capnslog_time(now: std::time::SystemTime) -> String {
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's days-to-civil algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +230,15 @@ mod tests {
         assert_eq!(humanize_bytes(25_000), "25 kB");
         assert_eq!(humanize_bytes(999), "999 B");
         assert_eq!(humanize_bytes(1000), "1.0 kB");
+    }
+
+    #[test]
+    fn capnslog_times_are_utc_dates_with_microseconds() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_796_646_864_859_152);
+        assert_eq!(capnslog_time(at), "2026-12-07 12:34:24.859152");
+        assert_eq!(
+            capnslog_time(std::time::UNIX_EPOCH),
+            "1970-01-01 00:00:00.000000"
+        );
     }
 }

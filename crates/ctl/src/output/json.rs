@@ -422,6 +422,56 @@ impl serde_json::ser::Formatter for GoFormatter {
     }
 }
 
+/// An answer that is only a header (most auth answers).
+pub fn auth_header(h: &Option<pb::ResponseHeader>) -> String {
+    header_only(h)
+}
+
+/// `auth status`.
+pub fn auth_status(r: &pb::AuthStatusResponse) -> String {
+    line(
+        &Obj::default()
+            .opt("header", opt_header(&r.header))
+            .flag("enabled", r.enabled)
+            .uint("authRevision", r.auth_revision)
+            .done(),
+    )
+}
+
+/// `role get`: permissions as authpb's Go structs marshal them (the type
+/// as a number, `READ` = 0 left out).
+pub fn role_get(r: &pb::AuthRoleGetResponse) -> String {
+    let perms = r
+        .perm
+        .iter()
+        .map(|p| {
+            Obj::default()
+                .int("permType", i64::from(p.perm_type))
+                .bytes("key", &p.key)
+                .bytes("range_end", &p.range_end)
+                .done()
+        })
+        .collect();
+    line(
+        &Obj::default()
+            .opt("header", opt_header(&r.header))
+            .list("perm", perms)
+            .done(),
+    )
+}
+
+/// `user get`, `user list`, `role list`: a header and a list of names
+/// under `key`.
+pub fn names(h: &Option<pb::ResponseHeader>, key: &str, names: &[String]) -> String {
+    let names = names.iter().map(|n| Value::from(n.as_str())).collect();
+    line(
+        &Obj::default()
+            .opt("header", opt_header(h))
+            .list(key, names)
+            .done(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

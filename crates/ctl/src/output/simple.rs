@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use raftkv_proto::authpb;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::mvccpb;
 
@@ -218,6 +219,86 @@ pub fn move_leader(leader: u64, target: u64) -> String {
     format!("Leadership transferred from {leader:x} to {target:x}\n")
 }
 
+/// `auth status` (etcdctl 3.5's lines).
+pub fn auth_status(r: &pb::AuthStatusResponse) -> String {
+    format!(
+        "Authentication Status: {}\nAuthRevision: {}\n",
+        r.enabled, r.auth_revision
+    )
+}
+
+/// A permission's range as `role get` writes it: `[key, end)`, or
+/// `[key, <open ended>` for a range to the end of the key space, followed
+/// by `(prefix key)` when the range is exactly the keys starting with key.
+fn permission_range(out: &mut String, p: &authpb::Permission) {
+    let key = String::from_utf8_lossy(&p.key);
+    if p.range_end == [0] {
+        let _ = write!(out, "\t[{key}, <open ended>");
+    } else {
+        let _ = write!(out, "\t[{key}, {})", String::from_utf8_lossy(&p.range_end));
+    }
+    if crate::commands::prefix_range_end(&p.key) == p.range_end {
+        let _ = write!(out, " (prefix {key})");
+    }
+    out.push('\n');
+}
+
+/// `role get`: the read permissions, then the write permissions (a
+/// readwrite permission under both).
+pub fn role_get(role: &str, r: &pb::AuthRoleGetResponse) -> String {
+    use authpb::permission::Type;
+    let mut out = format!("Role {role}\n");
+    let sections = [
+        ("KV Read:\n", [Type::Read, Type::Readwrite]),
+        ("KV Write:\n", [Type::Write, Type::Readwrite]),
+    ];
+    for (title, types) in sections {
+        out.push_str(title);
+        for p in &r.perm {
+            if !types.iter().any(|t| *t as i32 == p.perm_type) {
+                continue;
+            }
+            if p.range_end.is_empty() {
+                let _ = writeln!(out, "\t{}", String::from_utf8_lossy(&p.key));
+            } else {
+                permission_range(&mut out, p);
+            }
+        }
+    }
+    out
+}
+
+/// `role revoke-permission`: what was revoked, as given on the command line.
+pub fn role_revoke_permission(role: &str, key: &[u8], end: &[u8]) -> String {
+    let key = String::from_utf8_lossy(key);
+    if end.is_empty() {
+        format!("Permission of key {key} is revoked from role {role}\n")
+    } else if end == [0] {
+        format!("Permission of range [{key}, <open ended> is revoked from role {role}\n")
+    } else {
+        format!(
+            "Permission of range [{key}, {}) is revoked from role {role}\n",
+            String::from_utf8_lossy(end)
+        )
+    }
+}
+
+/// `user get`: the user's roles on one line.
+pub fn user_get(user: &str, r: &pb::AuthUserGetResponse) -> String {
+    let mut out = format!("User: {user}\nRoles:");
+    for role in &r.roles {
+        out.push(' ');
+        out.push_str(role);
+    }
+    out.push('\n');
+    out
+}
+
+/// `user list` and `role list`: one name a line.
+pub fn names(names: &[String]) -> String {
+    names.iter().map(|n| format!("{n}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +345,40 @@ mod tests {
         assert_eq!(
             member_change(0x1234, "removed from", &header),
             "Member             1234 removed from cluster              abc\n"
+        );
+    }
+
+    #[test]
+    fn auth_answers_read_as_etcdctls() {
+        let status = pb::AuthStatusResponse {
+            enabled: true,
+            auth_revision: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            auth_status(&status),
+            "Authentication Status: true\nAuthRevision: 7\n"
+        );
+        let perm = |t: authpb::permission::Type, key: &[u8], end: &[u8]| authpb::Permission {
+            perm_type: t as i32,
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+        };
+        let role = pb::AuthRoleGetResponse {
+            perm: vec![
+                perm(authpb::permission::Type::Read, b"k", b""),
+                perm(authpb::permission::Type::Readwrite, b"p/", b"p0"),
+                perm(authpb::permission::Type::Write, b"f", b"\0"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            role_get("r", &role),
+            "Role r\nKV Read:\n\tk\n\t[p/, p0) (prefix p/)\nKV Write:\n\t[p/, p0) (prefix p/)\n\t[f, <open ended>\n"
+        );
+        assert_eq!(
+            role_revoke_permission("r", b"a", b"\0"),
+            "Permission of range [a, <open ended> is revoked from role r\n"
         );
     }
 }

@@ -3,6 +3,8 @@
 //! directory), and runners for the raftkvctl and etcdctl binaries.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
