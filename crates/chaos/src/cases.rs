@@ -34,6 +34,7 @@ use crate::error::HarnessError;
 use crate::process::ServerKind;
 use crate::proxy::LinkMode;
 use crate::run::wait_for_convergence;
+use crate::security::Principal;
 use crate::workload::{Recorder, Worker, WorkloadConfig};
 
 /// What one case did and found.
@@ -128,7 +129,8 @@ impl Stage {
             },
             ..WorkloadConfig::default()
         };
-        Worker::new(id, endpoints, config, self.recorder.clone(), id)
+        let security = cluster.security().client_security(Principal::Worker);
+        Worker::new(id, endpoints, config, self.recorder.clone(), id, security)
             .map_err(|e| HarnessError::Setup(e.to_string()))
     }
 

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::error::HarnessError;
 use crate::process::{ServerKind, ServerProcess};
 use crate::proxy::{Classifier, Endpoint, Link, LinkMode, Network, Proxy};
+use crate::security::{ClusterSecurity, Principal};
 
 /// How to build a cluster.
 #[derive(Clone, Debug)]
@@ -43,6 +44,8 @@ pub struct ClusterConfig {
     /// Run every member under libfaketime so its wall clock can be stepped
     /// (see [`crate::clock`]); starting fails if it is not installed.
     pub fake_clocks: bool,
+    /// Auth enabled once the cluster runs (see [`crate::security`]).
+    pub security: crate::security::SecurityConfig,
 }
 
 impl ClusterConfig {
@@ -55,6 +58,7 @@ impl ClusterConfig {
             election_ms: 1000,
             extra_flags: Vec::new(),
             fake_clocks: false,
+            security: crate::security::SecurityConfig::default(),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Cluster {
     token: String,
     /// libfaketime, when the members' clocks are faked.
     faketime: Option<PathBuf>,
+    /// What its clients present.
+    security: crate::security::ClusterSecurity,
 }
 
 /// Longest a status query to one member may take.
@@ -176,6 +182,7 @@ impl Cluster {
             .map(|m| format!("{}=http://{}", m.name, m.peer_proxy.addr()))
             .collect::<Vec<_>>()
             .join(",");
+        let config_security = config.security.clone();
         let mut cluster = Self {
             config,
             dir,
@@ -184,6 +191,7 @@ impl Cluster {
             initial_cluster,
             token: format!("chaos-{nonce}"),
             faketime,
+            security: ClusterSecurity::new(config_security),
         };
         for i in 0..cluster.members.len() {
             if cluster.faketime.is_some() {
@@ -193,6 +201,12 @@ impl Cluster {
         }
         cluster
             .wait_for_leader(Duration::from_secs(30))
+            .await
+            .map_err(|e| cluster.with_logs(e))?;
+        let endpoints = cluster.client_endpoints();
+        cluster
+            .security
+            .enable_auth(endpoints)
             .await
             .map_err(|e| cluster.with_logs(e))?;
         Ok(cluster)
@@ -211,6 +225,11 @@ impl Cluster {
     /// The link modes every proxy obeys.
     pub fn network(&self) -> &Arc<Network> {
         &self.network
+    }
+
+    /// What the cluster's clients present (credentials when auth is on).
+    pub fn security(&self) -> &ClusterSecurity {
+        &self.security
     }
 
     /// Where the cluster's files are.
@@ -481,9 +500,12 @@ impl Cluster {
     ) -> Result<Option<raftkv_proto::mvccpb::KeyValue>, HarnessError> {
         let url = self.direct_endpoint(i);
         let unreadable = |e: String| HarnessError::Setup(format!("reading {key} from {url}: {e}"));
-        let mut client = KvClient::connect(url.clone())
+        let conn = self
+            .security
+            .connect(&url, Principal::Root, Duration::from_secs(3))
             .await
-            .map_err(|e| unreadable(e.to_string()))?;
+            .ok_or_else(|| unreadable("no connection".into()))?;
+        let mut client = KvClient::new(conn);
         let response = client
             .range(pb::RangeRequest {
                 key: key.as_bytes().to_vec(),

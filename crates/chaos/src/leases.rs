@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use raftkv_ctl::client::{request, Client, ClientConfig, RetryPolicy, Target};
+use raftkv_ctl::client::{request, Client, ClientConfig, RetryPolicy, Security, Target};
 use raftkv_ctl::error::ClientError;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
@@ -88,17 +88,21 @@ impl LeaseProbe {
         endpoints: Vec<String>,
         prefix: &str,
         deadline: Instant,
+        security: Security,
     ) -> Result<Self, ClientError> {
-        let client = Client::new(ClientConfig {
-            endpoints,
-            dial_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(3),
-            retry: RetryPolicy {
-                attempt_timeout: Duration::from_millis(1000),
-                backoff_initial: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(200),
+        let client = Client::with_security(
+            ClientConfig {
+                endpoints,
+                dial_timeout: Duration::from_secs(1),
+                command_timeout: Duration::from_secs(3),
+                retry: RetryPolicy {
+                    attempt_timeout: Duration::from_millis(1000),
+                    backoff_initial: Duration::from_millis(20),
+                    backoff_max: Duration::from_millis(200),
+                },
             },
-        })?;
+            security,
+        )?;
         let state = ProbeState {
             client,
             prefix: prefix.to_string(),
@@ -133,6 +137,9 @@ impl ProbeState {
     }
 
     async fn run_until(mut self, deadline: Instant) -> Self {
+        // A no-op without credentials; with them, a failure now (a fault)
+        // leaves the calls below to fail and be retried as any other.
+        let _ = self.client.authenticate().await;
         if let Ok(id) = self.grant(ABANDONED_TTL).await {
             if self.attach("abandoned", id).await.is_ok() {
                 self.abandoned = Some(id);

@@ -10,6 +10,7 @@
 //! - [`workload`]: recording clients (registers and lists);
 //!   [`watches`]: recording watchers and the watch guarantees;
 //!   [`leases`]: a lease probe (no early expiry, no endless lease).
+//! - [`security`]: a cluster with etcd's auth enabled.
 //! - [`run`]: a whole run and its report; [`cases`]: the seven
 //!   leader-failure cases of the project's seed, staged on real servers.
 //!
@@ -26,6 +27,7 @@ pub mod leases;
 pub mod process;
 pub mod proxy;
 pub mod run;
+pub mod security;
 pub mod watches;
 pub mod workload;
 

@@ -21,6 +21,7 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::error::HarnessError;
 use crate::faults::{Fault, FaultKind};
 use crate::leases::{LeaseProbe, LeaseReport};
+use crate::security::Principal;
 use crate::watches::{self, WatchPlan};
 use crate::workload::{split_list, Recorder, Worker, WorkloadConfig};
 
@@ -190,13 +191,23 @@ pub async fn run_on(
     let mut rng = SmallRng::seed_from_u64(config.seed);
 
     let watch_plan = WatchPlan::new(&config.workload.prefix, config.watchers);
-    let watch_streams = watch_plan.start(&endpoints, deadline, config.seed);
+    let watch_streams = watch_plan.start(
+        &endpoints,
+        deadline,
+        config.seed,
+        cluster.security().clone(),
+    );
     let lease_probe = if config.leases {
         // Outside the workload's prefix, so the watchers' checks and the
         // registers do not see the probe's keys.
         Some(
-            LeaseProbe::start(endpoints.clone(), LEASE_PREFIX, deadline)
-                .map_err(|e| HarnessError::Setup(e.to_string()))?,
+            LeaseProbe::start(
+                endpoints.clone(),
+                LEASE_PREFIX,
+                deadline,
+                cluster.security().client_security(Principal::Worker),
+            )
+            .map_err(|e| HarnessError::Setup(e.to_string()))?,
         )
     } else {
         None
@@ -217,6 +228,7 @@ pub async fn run_on(
             config.workload.clone(),
             recorder.clone(),
             config.seed,
+            cluster.security().client_security(Principal::Worker),
         )
         .map_err(|e| HarnessError::Setup(e.to_string()))?;
         workers.push(tokio::spawn(async move {
@@ -373,9 +385,12 @@ async fn compare_hashes(cluster: &mut Cluster, revision: i64) -> Vec<String> {
     let mut hashes = Vec::new();
     for i in 0..cluster.size() {
         let url = cluster.direct_endpoint(i);
+        let security = cluster.security().clone();
         let hash = async {
-            let mut client = MaintenanceClient::connect(url).await.ok()?;
-            client
+            let conn = security
+                .connect(&url, Principal::Root, Duration::from_secs(3))
+                .await?;
+            MaintenanceClient::new(conn)
                 .hash_kv(pb::HashKvRequest { revision })
                 .await
                 .ok()

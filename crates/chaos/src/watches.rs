@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cluster::Cluster;
+use crate::security::{ClusterSecurity, Principal};
 
 /// How often a watcher asks for a progress notification.
 const PROGRESS_EVERY: Duration = Duration::from_millis(700);
@@ -44,7 +45,14 @@ impl WatchPlan {
     }
 
     /// Starts them; they stop by themselves at `deadline`.
-    pub fn start(&self, endpoints: &[String], deadline: Instant, seed: u64) -> RunningWatches {
+    /// Streams are opened with `security`'s worker credentials.
+    pub fn start(
+        &self,
+        endpoints: &[String],
+        deadline: Instant,
+        seed: u64,
+        security: ClusterSecurity,
+    ) -> RunningWatches {
         let tasks = (0..self.watchers)
             .map(|w| {
                 let mut order = endpoints.to_vec();
@@ -57,6 +65,7 @@ impl WatchPlan {
                     self.prefix.clone(),
                     order,
                     deadline,
+                    security.clone(),
                 ))
             })
             .collect();
@@ -108,6 +117,7 @@ async fn watch_until(
     prefix: String,
     endpoints: Vec<String>,
     deadline: Instant,
+    security: ClusterSecurity,
 ) -> WatchStream {
     let mut stream = WatchStream {
         watcher,
@@ -126,6 +136,8 @@ async fn watch_until(
             stream.restarts.push(stream.responses.len());
         }
         follow(
+            &security,
+            Principal::Worker,
             endpoint,
             &prefix,
             next_revision,
@@ -155,21 +167,15 @@ async fn watch_until(
 
 /// Follows one stream until it breaks, stalls or the deadline passes.
 async fn follow(
+    security: &ClusterSecurity,
+    who: Principal,
     endpoint: &str,
     prefix: &str,
     start_revision: i64,
     deadline: Instant,
     responses: &mut Vec<WatchResponse>,
 ) {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")) else {
-        return;
-    };
-    let Ok(Ok(channel)) = tokio::time::timeout(
-        STREAM_STALL,
-        endpoint.connect_timeout(STREAM_STALL).connect(),
-    )
-    .await
-    else {
+    let Some(channel) = security.connect(endpoint, who, STREAM_STALL).await else {
         return;
     };
     let (requests, receiver) = mpsc::channel(8);
@@ -236,9 +242,12 @@ async fn follow(
 /// `i` after the run, up to its current revision.
 async fn reference(cluster: &Cluster, i: usize, prefix: &str) -> Result<Vec<WatchEvent>, String> {
     let url = cluster.direct_endpoint(i);
-    let mut kv = KvClient::connect(url.clone())
+    let security = cluster.security();
+    let conn = security
+        .connect(&url, Principal::Root, Duration::from_secs(5))
         .await
-        .map_err(|e| format!("reference: {e}"))?;
+        .ok_or_else(|| format!("reference: no connection to {url}"))?;
+    let mut kv = KvClient::new(conn);
     let head = kv
         .range(pb::RangeRequest {
             key: prefix.as_bytes().to_vec(),
@@ -255,12 +264,21 @@ async fn reference(cluster: &Cluster, i: usize, prefix: &str) -> Result<Vec<Watc
     let mut responses = Vec::new();
     // Followed until it has everything through `head` (or 20 s pass).
     let deadline = Instant::now() + Duration::from_secs(20);
-    let endpoint = url.trim_start_matches("http://").to_string();
+    let endpoint = url.clone();
     let mut events: Vec<WatchEvent> = Vec::new();
     let mut next = 1;
     while Instant::now() < deadline && next <= head {
         let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
-        follow(&endpoint, prefix, next, until, &mut responses).await;
+        follow(
+            security,
+            Principal::Root,
+            &endpoint,
+            prefix,
+            next,
+            until,
+            &mut responses,
+        )
+        .await;
         events = responses
             .iter()
             .flat_map(|r| r.events.iter().cloned())

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raftkv_check::history::{Input, Operation, Outcome, Output};
-use raftkv_ctl::client::{request, Client, ClientConfig, RetryPolicy, Target};
+use raftkv_ctl::client::{request, Client, ClientConfig, RetryPolicy, Security, Target};
 use raftkv_ctl::error::ClientError;
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
@@ -130,6 +130,8 @@ impl WorkloadConfig {
 pub struct Worker {
     id: u64,
     client: Client,
+    /// Whether it presents credentials (auth on).
+    authenticates: bool,
     config: WorkloadConfig,
     recorder: Arc<Recorder>,
     rng: SmallRng,
@@ -147,20 +149,26 @@ impl Worker {
         config: WorkloadConfig,
         recorder: Arc<Recorder>,
         seed: u64,
+        security: Security,
     ) -> Result<Self, ClientError> {
         let rng = SmallRng::seed_from_u64(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let client = Client::new(ClientConfig {
-            endpoints,
-            dial_timeout: Duration::from_secs(1),
-            command_timeout: config.op_timeout,
-            retry: RetryPolicy {
-                attempt_timeout: Duration::from_millis(1500),
-                backoff_initial: Duration::from_millis(20),
-                backoff_max: Duration::from_millis(300),
+        let authenticates = security.credentials.is_some();
+        let client = Client::with_security(
+            ClientConfig {
+                endpoints,
+                dial_timeout: Duration::from_secs(1),
+                command_timeout: config.op_timeout,
+                retry: RetryPolicy {
+                    attempt_timeout: Duration::from_millis(1500),
+                    backoff_initial: Duration::from_millis(20),
+                    backoff_max: Duration::from_millis(300),
+                },
             },
-        })?;
+            security,
+        )?;
         Ok(Self {
             id,
+            authenticates,
             client,
             config,
             recorder,
@@ -173,6 +181,11 @@ impl Worker {
     pub async fn run_until(&mut self, deadline: Instant) -> usize {
         let mut done = 0;
         while Instant::now() < deadline && done < self.config.max_ops_per_worker {
+            // With auth on, a worker without a token (its first try met a
+            // fault) gets one before its next operation.
+            if self.authenticates && !self.client.has_token() {
+                let _ = self.client.authenticate().await;
+            }
             self.random_operation().await;
             done += 1;
             if !self.config.think_time.is_zero() {

@@ -85,6 +85,37 @@ async fn five_members_split_isolated_and_killed() {
     assert!(report.total_faults() >= 4, "{:?}", report.faults);
 }
 
+/// With etcd's auth enabled (the workload as a user that is not root, so
+/// every request is checked), the same checks hold under kills, pauses,
+/// partitions, one-way cuts and lost answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_enabled_every_check_holds() {
+    init_logs();
+    let mut cluster = ClusterConfig::new(3, raftkv());
+    cluster.security.auth = true;
+    cluster.extra_flags = vec!["--bcrypt-cost".into(), "4".into()];
+    let mut config = RunConfig::new(
+        cluster,
+        vec![
+            FaultKind::KillLeader,
+            FaultKind::PauseFollower,
+            FaultKind::IsolateLeader,
+            FaultKind::OneWayToLeader,
+            FaultKind::ClientAnswersLost,
+            FaultKind::KillFollower,
+        ],
+        Duration::from_secs(30),
+    );
+    config.quiet = Duration::from_millis(800);
+    config.fault_length = Duration::from_millis(2500);
+    let report = run(config, None).await.expect("run");
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    assert!(report.total_faults() >= 4, "{:?}", report.faults);
+    assert!(report.total_operations() > 200, "{:?}", report.operations);
+    assert!(report.watch_events > 0, "the watchers saw events");
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
