@@ -424,3 +424,21 @@ pub fn wait_ready_url(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> bool
 pub fn log_of(data_dir: &Path, port: u16) -> String {
     std::fs::read_to_string(data_dir.join(format!("raftkv-{port}.log"))).unwrap_or_default()
 }
+
+/// Waits (up to 5 s) until the log of a server holds `needle` (lower case
+/// compared): a refusal is logged just after the client hears of it.
+pub fn log_shows(data_dir: &Path, port: u16, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if log_of(data_dir, port)
+            .to_lowercase()
+            .contains(&needle.to_lowercase())
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
