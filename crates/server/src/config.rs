@@ -129,6 +129,9 @@ pub struct Flags {
     /// Path to the client certificate revocation list file.
     #[arg(long)]
     pub client_crl_file: Option<PathBuf>,
+    /// Allowed TLS host name for client cert authentication (empty: any).
+    #[arg(long, default_value = "")]
+    pub client_cert_allowed_hostname: String,
     /// Path to the peer server TLS cert file.
     #[arg(long)]
     pub peer_cert_file: Option<PathBuf>,
@@ -428,7 +431,7 @@ fn tls_options(
             auto_tls: flags.auto_tls,
             crl_file: &flags.client_crl_file,
             allowed_cn: "",
-            allowed_hostname: "",
+            allowed_hostname: &flags.client_cert_allowed_hostname,
         },
         &protocol,
         &split_urls(&flags.listen_client_urls),
@@ -904,6 +907,10 @@ mod tests {
             (
                 &["--peer-cert-allowed-hostname", "not a host!"],
                 "is not a host name or IP address",
+            ),
+            (
+                &["--client-cert-allowed-hostname", "not a host!"],
+                "--client-cert-allowed-hostname \"not a host!\" is not a host name",
             ),
             (
                 &["--listen-metrics-urls", "https://127.0.0.1:2381"],

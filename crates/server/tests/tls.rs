@@ -874,3 +874,49 @@ async fn grpc_and_http_requests_carry_the_client_certificate_cn() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
 }
+
+#[test]
+fn client_cert_allowed_hostname_refuses_certificates_for_other_hosts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test ca");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (cert, key) = ca
+        .issue("server", LOCAL, Validity::Current)
+        .write(dir.path(), "server");
+    let allowed = ca.issue("app", &["app.example"], Validity::Current);
+    let other = ca.issue("app", &["other.example"], Validity::Current);
+    let server = start_tls(
+        &dir.path().join("data"),
+        &[
+            "--cert-file",
+            path(&cert),
+            "--key-file",
+            path(&key),
+            "--trusted-ca-file",
+            path(&ca_file),
+            "--client-cert-auth",
+            "--client-cert-allowed-hostname",
+            "app.example",
+        ],
+        client_config(Some(&ca), Some(&allowed), Alpn::H2),
+    );
+    let rt = runtime();
+    let url = https(&server);
+    assert!(rt
+        .block_on(put_get(
+            &url,
+            Some(client_config(Some(&ca), Some(&other), Alpn::H2)),
+            "k",
+            "v"
+        ))
+        .is_err());
+    assert_eq!(
+        rt.block_on(put_get(
+            &url,
+            Some(client_config(Some(&ca), Some(&allowed), Alpn::H2)),
+            "k",
+            "v"
+        )),
+        Ok("v".into())
+    );
+}

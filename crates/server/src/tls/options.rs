@@ -224,7 +224,7 @@ pub struct TlsOptions {
     pub crl_file: Option<PathBuf>,
     /// A client certificate's subject CN must be this (peer port only).
     pub allowed_cn: Option<String>,
-    /// A client certificate must be valid for this host name (peer only).
+    /// A client certificate must be valid for this host name.
     pub allowed_hostname: Option<String>,
     /// Versions and suites.
     pub protocol: TlsProtocol,
@@ -250,7 +250,8 @@ pub struct TlsFlags<'a> {
     pub crl_file: &'a Option<PathBuf>,
     /// `--peer-cert-allowed-cn` (empty: any).
     pub allowed_cn: &'a str,
-    /// `--peer-cert-allowed-hostname` (empty: any).
+    /// `--client-cert-allowed-hostname` / `--peer-cert-allowed-hostname`
+    /// (empty: any).
     pub allowed_hostname: &'a str,
 }
 
@@ -304,8 +305,12 @@ impl TlsOptions {
         }
         if let Some(host) = &allowed_hostname {
             if rustls_pki_types::ServerName::try_from(host.as_str()).is_err() {
+                let flag = match port {
+                    Port::Client => "--client-cert-allowed-hostname",
+                    Port::Peer => "--peer-cert-allowed-hostname",
+                };
                 return Err(ConfigError::Invalid(format!(
-                    "--{p}cert-allowed-hostname {host:?} is not a host name or IP address"
+                    "{flag} {host:?} is not a host name or IP address"
                 )));
             }
         }
