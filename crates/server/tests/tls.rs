@@ -920,3 +920,78 @@ fn client_cert_allowed_hostname_refuses_certificates_for_other_hosts() {
         Ok("v".into())
     );
 }
+
+#[test]
+fn a_peer_auto_tls_cluster_replicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("m{i}=https://127.0.0.1:{}", port + 1))
+        .collect();
+    let initial = initial.join(",");
+    let _servers: Vec<Server> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            let name = format!("m{i}");
+            spawn_with_urls(
+                &dir.path().join(&name),
+                port,
+                &format!("http://127.0.0.1:{port}"),
+                "https",
+                &[
+                    "--name",
+                    &name,
+                    "--initial-cluster",
+                    &initial,
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                    "--peer-auto-tls",
+                ],
+            )
+        })
+        .collect();
+    for (i, port) in ports.iter().enumerate() {
+        assert!(
+            wait_ready_url(&format!("http://127.0.0.1:{port}"), None),
+            "member {i}: {}",
+            log_of(&dir.path().join(format!("m{i}")), *port)
+        );
+        let fixtures = dir.path().join(format!("m{i}/fixtures/peer"));
+        assert!(fixtures.join("cert.pem").is_file() && fixtures.join("key.pem").is_file());
+    }
+    let rt = runtime();
+    assert_eq!(
+        rt.block_on(put_get(
+            &format!("http://127.0.0.1:{}", ports[0]),
+            None,
+            "k",
+            "v"
+        )),
+        Ok("v".into())
+    );
+    assert_eq!(
+        rt.block_on(put_get(
+            &format!("http://127.0.0.1:{}", ports[2]),
+            None,
+            "k",
+            "w"
+        )),
+        Ok("w".into())
+    );
+    // The peer port speaks TLS only.
+    let plain_peer = format!("http://127.0.0.1:{}", ports[1] + 1);
+    assert!(rt
+        .block_on(async {
+            let channel = channel(&plain_peer, None).await?;
+            ClusterClient::new(channel)
+                .member_list(pb::MemberListRequest::default())
+                .await
+                .map_err(|s| s.to_string())
+        })
+        .is_err());
+}
