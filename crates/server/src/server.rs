@@ -180,6 +180,10 @@ impl PortTls {
         listen: &crate::config::ListenUrl,
     ) -> Result<Option<Arc<crate::tls::listen::ServerTls>>, ServerError> {
         if !listen.tls {
+            if self.server.is_some() {
+                // As etcd: the files serve the port's https:// URLs only.
+                tracing::warn!(addr = %listen.addr, "scheme is HTTP while key and cert files are present; ignoring key and cert files for this URL");
+            }
             return Ok(None);
         }
         match &self.server {

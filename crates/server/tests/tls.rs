@@ -521,6 +521,33 @@ fn a_peer_tls_cluster_refuses_untrusted_callers_and_members() {
         Ok(Some("replicated".into()))
     );
 
+    // Followers hand lease questions to the leader over the peer port: TLS
+    // with the members' certificates.
+    let lease = rt
+        .block_on(async {
+            let channel = channel(&client_url(0), Some(h2.clone())).await?;
+            LeaseClient::new(channel)
+                .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+                .await
+                .map(|r| r.into_inner().id)
+                .map_err(|s| s.to_string())
+        })
+        .expect("lease grant");
+    for i in 0..3 {
+        let ttl = rt.block_on(async {
+            let channel = channel(&client_url(i), Some(h2.clone())).await?;
+            LeaseClient::new(channel)
+                .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+                    id: lease,
+                    keys: false,
+                })
+                .await
+                .map(|r| r.into_inner().ttl)
+                .map_err(|s| s.to_string())
+        });
+        assert!(matches!(ttl, Ok(t) if t > 0), "member {i}: {ttl:?}");
+    }
+
     // The peer port's services, called by strangers.
     let peer_url = format!("https://127.0.0.1:{}", cluster.ports[0] + 1);
     let member_list = |tls: Option<Arc<rustls::ClientConfig>>, url: &str| {

@@ -691,6 +691,20 @@ mod tests {
     use raftkv_proto::etcdserverpb as pb;
 
     #[test]
+    fn the_services_request_carries_the_client_certificate() {
+        let cert = ClientCertificate {
+            common_name: Some("alice".into()),
+        };
+        let with = request(&HeaderMap::new(), Some(Extension(cert)), ());
+        assert_eq!(
+            crate::tls::client_common_name(with.extensions()),
+            Some("alice")
+        );
+        let without = request(&HeaderMap::new(), None, ());
+        assert_eq!(crate::tls::client_common_name(without.extensions()), None);
+    }
+
+    #[test]
     fn gateway_metadata_headers_become_grpc_metadata() {
         let mut headers = HeaderMap::new();
         headers.insert("grpc-metadata-raftkv-client-id", "7".parse().unwrap());
