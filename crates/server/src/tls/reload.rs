@@ -70,7 +70,9 @@ impl<T> Reloading<T> {
     pub fn current(&self) -> Arc<T> {
         let stamps: Vec<Option<Stamp>> = self.paths.iter().map(|p| stamp(p)).collect();
         // A poisoned lock only means a panic elsewhere while holding it;
-        // the value inside is still a whole one.
+        // the value inside is still a whole one. The lock is held across a
+        // reload (a few small file reads, only when a stamp moved) so that
+        // handshakes racing a rotation load the new files once.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.0 != stamps {
             state.0 = stamps;

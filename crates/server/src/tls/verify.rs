@@ -85,6 +85,9 @@ pub struct ClientVerifier {
 }
 
 impl ClientVerifier {
+    /// A webpki verifier over the current CAs. Made per handshake: it costs
+    /// a copy of a few CA certificates, and follows a changed CA file
+    /// without any cache to invalidate.
     fn inner(&self) -> Result<Arc<dyn ClientCertVerifier>, Error> {
         let roots = self.roots.current();
         let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
