@@ -53,6 +53,10 @@ use crate::grpc::Services;
 use crate::metrics::{GrpcMetrics, HandledGuard};
 use crate::tls::ClientCertificate;
 
+/// The verified client certificate of a request's connection, if any (put
+/// there by [`crate::tls::carry_client_certificate`]).
+type Cert = Option<Extension<ClientCertificate>>;
+
 /// Stream requests decoded ahead of the service reading them.
 const REQUESTS_QUEUED: usize = 16;
 
@@ -269,29 +273,27 @@ impl Gateway {
         let service = service.clone();
         let counters = self.grpc.method(path);
         let limit = self.body_bytes_max;
-        post(
-            move |cert: Option<Extension<ClientCertificate>>, headers: HeaderMap, body: Body| async move {
-                let message = match read_body(body, limit)
-                    .await
-                    .and_then(|b| first_value::<Req>(&b))
-                {
-                    Ok(message) => message.unwrap_or_default(),
-                    Err(status) => return error_response(&status),
-                };
-                // Counted like a gRPC call from here: etcd's gateway makes one
-                // once it has a request.
-                let mut guard = counters.map(HandledGuard::start);
-                let answer = call(service, request(&headers, cert, message)).await;
-                finish(
-                    &mut guard,
-                    answer.as_ref().map_or_else(Status::code, |_| Code::Ok),
-                );
-                match answer {
-                    Ok(response) => json_response(response.get_ref()),
-                    Err(status) => error_response(&status),
-                }
-            },
-        )
+        post(move |cert: Cert, hdrs: HeaderMap, body: Body| async move {
+            let message = match read_body(body, limit)
+                .await
+                .and_then(|b| first_value::<Req>(&b))
+            {
+                Ok(message) => message.unwrap_or_default(),
+                Err(status) => return error_response(&status),
+            };
+            // Counted like a gRPC call from here: etcd's gateway makes one
+            // once it has a request.
+            let mut guard = counters.map(HandledGuard::start);
+            let answer = call(service, request(&hdrs, cert, message)).await;
+            finish(
+                &mut guard,
+                answer.as_ref().map_or_else(Status::code, |_| Code::Ok),
+            );
+            match answer {
+                Ok(response) => json_response(response.get_ref()),
+                Err(status) => error_response(&status),
+            }
+        })
     }
 
     /// A route calling a bidirectional-streaming method; with `hold_open`
@@ -314,38 +316,36 @@ impl Gateway {
         let service = service.clone();
         let counters = self.grpc.method(path);
         let limit = self.body_bytes_max;
-        post(
-            move |cert: Option<Extension<ClientCertificate>>, headers: HeaderMap, body: Body| async move {
-                let mut values = JsonValues::new(body, limit);
-                // A first request that is not JSON is refused outright; later
-                // ones end the request stream, as etcd's gateway does.
-                let first = match values.next::<Req>().await {
-                    Ok(first) => first,
-                    Err(status) => return error_response(&status),
-                };
-                let mut guard = counters.map(HandledGuard::start);
-                let (requests, alive) = forward(values, first, hold_open, limit);
-                match call(service, request(&headers, cert, requests)).await {
-                    Ok(response) => {
-                        let lines = JsonLines {
-                            inner: response.into_inner(),
-                            guard,
-                            _alive: alive,
-                            done: false,
-                        };
-                        (
-                            [(header::CONTENT_TYPE, "application/json")],
-                            Body::from_stream(lines),
-                        )
-                            .into_response()
-                    }
-                    Err(status) => {
-                        finish(&mut guard, status.code());
-                        error_response(&status)
-                    }
+        post(move |cert: Cert, hdrs: HeaderMap, body: Body| async move {
+            let mut values = JsonValues::new(body, limit);
+            // A first request that is not JSON is refused outright; later
+            // ones end the request stream, as etcd's gateway does.
+            let first = match values.next::<Req>().await {
+                Ok(first) => first,
+                Err(status) => return error_response(&status),
+            };
+            let mut guard = counters.map(HandledGuard::start);
+            let (requests, alive) = forward(values, first, hold_open, limit);
+            match call(service, request(&hdrs, cert, requests)).await {
+                Ok(response) => {
+                    let lines = JsonLines {
+                        inner: response.into_inner(),
+                        guard,
+                        _alive: alive,
+                        done: false,
+                    };
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        Body::from_stream(lines),
+                    )
+                        .into_response()
                 }
-            },
-        )
+                Err(status) => {
+                    finish(&mut guard, status.code());
+                    error_response(&status)
+                }
+            }
+        })
     }
 }
 
@@ -358,11 +358,7 @@ fn finish(guard: &mut Option<HandledGuard>, code: Code) {
 /// The service's request: the metadata grpc-gateway passes on, and the
 /// connection's verified client certificate (so a service sees the same
 /// identity through the gateway as through gRPC).
-fn request<T>(
-    headers: &HeaderMap,
-    cert: Option<Extension<ClientCertificate>>,
-    message: T,
-) -> tonic::Request<T> {
+fn request<T>(headers: &HeaderMap, cert: Cert, message: T) -> tonic::Request<T> {
     let mut extensions = tonic::Extensions::default();
     if let Some(Extension(cert)) = cert {
         extensions.insert(cert);
