@@ -1022,3 +1022,121 @@ fn a_peer_auto_tls_cluster_replicates() {
         })
         .is_err());
 }
+
+/// The TLS version and suite a handshake with 127.0.0.1:`port` settles on.
+fn negotiate(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(rustls::ProtocolVersion, rustls::CipherSuite), String> {
+    runtime().block_on(async {
+        let uri: http::Uri = format!("https://127.0.0.1:{port}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let stream = raftkv_server::tls::dial::Connector {
+            tls: Some(tls),
+            local_address: None,
+        }
+        .open(&uri)
+        .await
+        .map_err(|e| e.to_string())?;
+        stream.negotiated().ok_or_else(|| "no TLS".to_string())
+    })
+}
+
+/// A client offering only TLS 1.2, or only TLS 1.3.
+fn client_for(
+    ca: &Ca,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("ca"))
+        .expect("root");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        raftkv_server::tls::crypto_provider(),
+    ))
+    .with_protocol_versions(&[version])
+    .expect("version")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+#[test]
+fn cipher_suites_and_tls_versions_are_what_the_flags_say() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test ca");
+    // rcgen's keys are ECDSA P-256: the ECDSA suites apply.
+    let (cert, key) = ca
+        .issue("server", LOCAL, Validity::Current)
+        .write(dir.path(), "server");
+    let tls12 = start_tls(
+        &dir.path().join("a"),
+        &[
+            "--cert-file",
+            path(&cert),
+            "--key-file",
+            path(&key),
+            "--tls-max-version",
+            "TLS1.2",
+            "--cipher-suites",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+        ],
+        client_config(Some(&ca), None, Alpn::H2),
+    );
+    // A client offering every suite gets the one the flag allows.
+    assert_eq!(
+        negotiate(tls12.port, client_config(Some(&ca), None, Alpn::H2)),
+        Ok((
+            rustls::ProtocolVersion::TLSv1_2,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        ))
+    );
+    assert!(negotiate(tls12.port, client_for(&ca, &rustls::version::TLS13)).is_err());
+
+    let tls13 = start_tls(
+        &dir.path().join("b"),
+        &[
+            "--cert-file",
+            path(&cert),
+            "--key-file",
+            path(&key),
+            "--tls-min-version",
+            "TLS1.3",
+        ],
+        client_config(Some(&ca), None, Alpn::H2),
+    );
+    assert!(negotiate(tls13.port, client_for(&ca, &rustls::version::TLS12)).is_err());
+    assert!(matches!(
+        negotiate(tls13.port, client_for(&ca, &rustls::version::TLS13)),
+        Ok((rustls::ProtocolVersion::TLSv1_3, _))
+    ));
+}
+
+#[test]
+fn a_bad_tls_flag_stops_the_start_with_etcds_message() {
+    for (flags, message) in [
+        (
+            &["--cipher-suites", "TLS_NOPE"][..],
+            "unexpected TLS cipher suite \"TLS_NOPE\"",
+        ),
+        (
+            &["--tls-min-version", "TLS1.0"][..],
+            "TLS1.2 and TLS1.3 only",
+        ),
+        (
+            &["--listen-client-urls", "https://127.0.0.1:1"][..],
+            "must be provided for client url https://127.0.0.1:1 with HTTPS scheme",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftkv"))
+            .args(flags)
+            .output()
+            .expect("raftkv runs");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
+}

@@ -120,6 +120,22 @@ impl ClientStream {
     }
 }
 
+impl ClientStream {
+    /// The TLS version and cipher suite negotiated, on a TLS connection.
+    pub fn negotiated(&self) -> Option<(rustls::ProtocolVersion, rustls::CipherSuite)> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(tls) => {
+                let conn = tls.get_ref().1;
+                Some((
+                    conn.protocol_version()?,
+                    conn.negotiated_cipher_suite()?.suite(),
+                ))
+            }
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
