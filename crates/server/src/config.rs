@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::error::ConfigError;
+use crate::tls::options::{Port, TlsFlags, TlsOptions, TlsProtocol};
 
 /// Command-line flags, named and defaulted as etcd's.
 #[derive(Clone, Debug, Parser)]
@@ -121,6 +122,63 @@ pub struct Flags {
     /// The bcrypt cost of stored password hashes (4 to 31).
     #[arg(long, default_value_t = 10)]
     pub bcrypt_cost: u32,
+    /// Path to the client server TLS cert file.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file (clients must
+    /// then present a certificate it signed, as in etcd).
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication (needs --trusted-ca-file).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: bool,
+    /// Client TLS using generated certificates (when no --cert-file is given).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_tls: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long)]
+    pub client_crl_file: Option<PathBuf>,
+    /// Allowed TLS host name for client cert authentication (empty: any).
+    #[arg(long, default_value = "")]
+    pub client_cert_allowed_hostname: String,
+    /// Path to the peer server TLS cert file.
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication (needs --peer-trusted-ca-file).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: bool,
+    /// Peer TLS using self-generated certificates (when no --peer-cert-file
+    /// is given).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_auto_tls: bool,
+    /// Allowed CN for inter peer authentication (empty: any).
+    #[arg(long, default_value = "")]
+    pub peer_cert_allowed_cn: String,
+    /// Allowed TLS host name for inter peer authentication (empty: any).
+    #[arg(long, default_value = "")]
+    pub peer_cert_allowed_hostname: String,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long)]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Comma-separated list of supported TLS cipher suites between client
+    /// and server and between peers, Go's names (empty: the defaults).
+    #[arg(long, default_value = "")]
+    pub cipher_suites: String,
+    /// Minimum TLS version supported: TLS1.2 or TLS1.3.
+    #[arg(long, default_value = "TLS1.2")]
+    pub tls_min_version: String,
+    /// Maximum TLS version supported: TLS1.2 or TLS1.3 (empty: the highest).
+    #[arg(long, default_value = "")]
+    pub tls_max_version: String,
 }
 
 /// How automatic compaction is scheduled.
@@ -166,11 +224,11 @@ pub struct ServerConfig {
     /// Where the WAL, snapshots and key-value store live.
     pub data_dir: PathBuf,
     /// Client listen addresses.
-    pub listen_client: Vec<SocketAddr>,
+    pub listen_client: Vec<ListenUrl>,
     /// Client URLs advertised to others.
     pub advertise_client_urls: Vec<String>,
     /// Peer listen addresses.
-    pub listen_peer: Vec<SocketAddr>,
+    pub listen_peer: Vec<ListenUrl>,
     /// Peer URLs advertised to others.
     pub advertise_peer_urls: Vec<String>,
     /// The founding members (this one included).
@@ -213,6 +271,20 @@ pub struct ServerConfig {
     pub auth_jwt_options: Option<String>,
     /// The bcrypt cost of password hashes.
     pub bcrypt_cost: u32,
+    /// TLS of the client port's `https://` listeners.
+    pub client_tls: TlsOptions,
+    /// TLS of the peer port's `https://` listeners and of dialing
+    /// `https://` peers.
+    pub peer_tls: TlsOptions,
+}
+
+/// A URL to listen on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenUrl {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it is `https://` (TLS).
+    pub tls: bool,
 }
 
 /// Default of `--backend-cache-bytes`. Measured with 1 million keys of 256 B
@@ -298,6 +370,7 @@ impl ServerConfig {
             )));
         }
         let cluster_id = cluster_id(&initial_cluster);
+        let (client_tls, peer_tls) = tls_options(flags, &initial_cluster)?;
         Ok(Self {
             name: flags.name.clone(),
             member_id: me.id,
@@ -306,9 +379,9 @@ impl ServerConfig {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.raftkv", flags.name))),
-            listen_client: parse_addrs(&flags.listen_client_urls, "--listen-client-urls")?,
+            listen_client: parse_listen(&flags.listen_client_urls, "--listen-client-urls")?,
             advertise_client_urls: split_urls(&flags.advertise_client_urls),
-            listen_peer: parse_addrs(&flags.listen_peer_urls, "--listen-peer-urls")?,
+            listen_peer: parse_listen(&flags.listen_peer_urls, "--listen-peer-urls")?,
             advertise_peer_urls,
             initial_cluster,
             cluster_state,
@@ -342,7 +415,7 @@ impl ServerConfig {
                 "--experimental-watch-progress-notify-interval",
             )?,
             listen_metrics: match &flags.listen_metrics_urls {
-                Some(urls) => parse_addrs(urls, "--listen-metrics-urls")?,
+                Some(urls) => plain_addrs(urls, "--listen-metrics-urls")?,
                 None => Vec::new(),
             },
             peer_source_ip: flags.experimental_peer_source_ip,
@@ -360,6 +433,8 @@ impl ServerConfig {
                     flags.bcrypt_cost
                 )));
             },
+            client_tls,
+            peer_tls,
         })
     }
 }
@@ -400,6 +475,62 @@ fn jwt_options(kind: &str) -> Result<Option<String>, ConfigError> {
     Ok(Some(options))
 }
 
+/// The client and peer ports' TLS settings, validated as etcd validates them.
+fn tls_options(
+    flags: &Flags,
+    initial_cluster: &[InitialMember],
+) -> Result<(TlsOptions, TlsOptions), ConfigError> {
+    let protocol = TlsProtocol::from_flags(
+        &flags.tls_min_version,
+        &flags.tls_max_version,
+        &flags.cipher_suites,
+    )?;
+    let client = TlsOptions::from_flags(
+        Port::Client,
+        TlsFlags {
+            cert_file: &flags.cert_file,
+            key_file: &flags.key_file,
+            trusted_ca_file: &flags.trusted_ca_file,
+            client_cert_auth: flags.client_cert_auth,
+            auto_tls: flags.auto_tls,
+            crl_file: &flags.client_crl_file,
+            allowed_cn: "",
+            allowed_hostname: &flags.client_cert_allowed_hostname,
+        },
+        &protocol,
+        &split_urls(&flags.listen_client_urls),
+    )?;
+    let peer = TlsOptions::from_flags(
+        Port::Peer,
+        TlsFlags {
+            cert_file: &flags.peer_cert_file,
+            key_file: &flags.peer_key_file,
+            trusted_ca_file: &flags.peer_trusted_ca_file,
+            client_cert_auth: flags.peer_client_cert_auth,
+            auto_tls: flags.peer_auto_tls,
+            crl_file: &flags.peer_crl_file,
+            allowed_cn: &flags.peer_cert_allowed_cn,
+            allowed_hostname: &flags.peer_cert_allowed_hostname,
+        },
+        &protocol,
+        &split_urls(&flags.listen_peer_urls),
+    )?;
+    // Dialing an https:// peer verifies its certificate: raftkv has no
+    // system trust store, so that takes the peer CA (auto TLS certificates
+    // are not verified, as in etcd).
+    let dials_tls = initial_cluster
+        .iter()
+        .flat_map(|m| m.peer_urls.iter())
+        .chain(split_urls(&flags.listen_peer_urls).iter())
+        .any(|url| url.starts_with("https://"));
+    if dials_tls && peer.trusted_ca_file.is_none() && !peer.auto_tls {
+        return Err(ConfigError::Invalid(
+            "https:// peer URLs need --peer-trusted-ca-file to verify peers' certificates against (or --peer-auto-tls)".into(),
+        ));
+    }
+    Ok((client, peer))
+}
+
 fn split_urls(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -408,19 +539,16 @@ fn split_urls(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Parses `http://host:port` (or a bare `host:port`) into a socket address.
-/// Host names other than `localhost` are not resolved: a server binds to
-/// addresses, and a name that resolves differently later is a trap.
+/// Parses `http://host:port`, `https://host:port` (or a bare `host:port`)
+/// into a socket address. Host names other than `localhost` are not
+/// resolved: a server binds to addresses, and a name that resolves
+/// differently later is a trap.
 pub fn parse_url_addr(url: &str) -> Result<SocketAddr, ConfigError> {
     let rest = url
         .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .or_else(|| url.strip_prefix("unix://"))
         .unwrap_or(url);
-    if url.starts_with("https://") {
-        return Err(ConfigError::Invalid(format!(
-            "{url}: TLS is not supported yet"
-        )));
-    }
     let rest = rest.trim_end_matches('/');
     let rest = match rest.strip_prefix("localhost:") {
         Some(port) => format!("127.0.0.1:{port}"),
@@ -430,14 +558,32 @@ pub fn parse_url_addr(url: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| ConfigError::Invalid(format!("{url}: not an http://ip:port URL ({e})")))
 }
 
-fn parse_addrs(text: &str, flag: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+fn parse_listen(text: &str, flag: &str) -> Result<Vec<ListenUrl>, ConfigError> {
     let urls = split_urls(text);
     if urls.is_empty() {
         return Err(ConfigError::Invalid(format!(
             "{flag} must name at least one URL"
         )));
     }
-    urls.iter().map(|u| parse_url_addr(u)).collect()
+    urls.iter()
+        .map(|u| {
+            Ok(ListenUrl {
+                addr: parse_url_addr(u)?,
+                tls: u.starts_with("https://"),
+            })
+        })
+        .collect()
+}
+
+/// Addresses of plaintext-only URLs (the metrics listeners).
+fn plain_addrs(text: &str, flag: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let listen = parse_listen(text, flag)?;
+    if listen.iter().any(|l| l.tls) {
+        return Err(ConfigError::Invalid(format!(
+            "{flag}: https:// is not supported there (metrics listeners serve plain HTTP)"
+        )));
+    }
+    Ok(listen.into_iter().map(|l| l.addr).collect())
 }
 
 /// Parses `name=url,name=url` and derives each member's id.
@@ -599,14 +745,12 @@ mod tests {
         let config = ServerConfig::from_flags(&flags(&[])).expect("defaults are valid");
         assert_eq!(config.name, "default");
         assert_eq!(config.data_dir, PathBuf::from("default.raftkv"));
-        assert_eq!(
-            config.listen_client,
-            vec!["127.0.0.1:2379".parse().expect("addr")]
-        );
-        assert_eq!(
-            config.listen_peer,
-            vec!["127.0.0.1:2380".parse().expect("addr")]
-        );
+        let plain = |addr: &str| ListenUrl {
+            addr: addr.parse().expect("addr"),
+            tls: false,
+        };
+        assert_eq!(config.listen_client, vec![plain("127.0.0.1:2379")]);
+        assert_eq!(config.listen_peer, vec![plain("127.0.0.1:2380")]);
         assert_eq!(config.initial_cluster.len(), 1);
         assert_eq!(config.election_ticks, 10);
         assert_eq!(config.quota_backend_bytes, DEFAULT_QUOTA_BACKEND_BYTES);
@@ -654,6 +798,7 @@ mod tests {
             &["--initial-cluster", "default=http://127.0.0.1:9999"],
             &["--listen-client-urls", "http://nowhere:x"],
             &["--listen-client-urls", "https://127.0.0.1:2379"],
+            &["--listen-metrics-urls", "https://127.0.0.1:2381"],
             &["--heartbeat-interval", "100", "--election-timeout", "200"],
             &["--auto-compaction-mode", "sometimes"],
             &[
@@ -676,6 +821,176 @@ mod tests {
                 matches!(result, Err(ConfigError::Invalid(_))),
                 "{args:?} accepted"
             );
+        }
+    }
+
+    #[test]
+    fn tls_flags_default_to_no_tls() {
+        let config = ServerConfig::from_flags(&flags(&[])).expect("defaults");
+        for tls in [&config.client_tls, &config.peer_tls] {
+            assert!(tls.cert_file.is_none() && tls.trusted_ca_file.is_none());
+            assert!(!tls.client_cert_auth && !tls.auto_tls && !tls.has_certificate());
+            assert!(tls.allowed_cn.is_none() && tls.allowed_hostname.is_none());
+            assert_eq!(tls.protocol.versions().len(), 2, "TLS1.2 and TLS1.3");
+            assert!(tls.protocol.tls12_cipher_suites.is_empty());
+        }
+        assert!(config.listen_client.iter().all(|l| !l.tls));
+    }
+
+    #[test]
+    fn tls_flags_cross_as_etcds() {
+        let https = [
+            "--listen-client-urls",
+            "https://127.0.0.1:2379,http://127.0.0.1:22379",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+        ];
+        let config = ServerConfig::from_flags(&flags(&https)).expect("https with a cert");
+        assert_eq!(
+            config
+                .listen_client
+                .iter()
+                .map(|l| l.tls)
+                .collect::<Vec<_>>(),
+            vec![true, false]
+        );
+        let auto = ServerConfig::from_flags(&flags(&[
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--auto-tls",
+        ]))
+        .expect("https with auto TLS");
+        assert!(auto.client_tls.auto_tls && auto.client_tls.has_certificate());
+        // A given certificate wins over auto TLS, as in etcd.
+        let both = ServerConfig::from_flags(&flags(&[&https[..], &["--auto-tls"]].concat()))
+            .expect("valid");
+        assert!(!both.client_tls.auto_tls);
+        let suites = ServerConfig::from_flags(&flags(&[
+            "--cipher-suites",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+            "--tls-max-version",
+            "TLS1.2",
+        ]))
+        .expect("known suites");
+        assert_eq!(suites.client_tls.protocol.tls12_cipher_suites.len(), 2);
+        assert_eq!(suites.peer_tls.protocol.versions().len(), 1, "TLS1.2 only");
+        let only13 =
+            ServerConfig::from_flags(&flags(&["--tls-min-version", "TLS1.3"])).expect("valid");
+        assert_eq!(only13.client_tls.protocol.versions().len(), 1);
+        let cn = ServerConfig::from_flags(&flags(&[
+            "--peer-cert-allowed-cn",
+            "member",
+            "--peer-trusted-ca-file",
+            "ca.pem",
+            "--peer-client-cert-auth",
+        ]))
+        .expect("valid");
+        assert_eq!(cn.peer_tls.allowed_cn.as_deref(), Some("member"));
+        assert!(cn.peer_tls.requires_client_certificate());
+    }
+
+    #[test]
+    fn bad_tls_flags_are_refused_with_etcds_reasons() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--listen-client-urls", "https://127.0.0.1:2379"],
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme",
+            ),
+            (
+                &["--cert-file", "c.pem"],
+                "--cert-file and --key-file must both be given",
+            ),
+            (
+                &["--client-cert-auth"],
+                "--client-cert-auth needs --trusted-ca-file",
+            ),
+            (
+                &["--peer-client-cert-auth"],
+                "--peer-client-cert-auth needs --peer-trusted-ca-file",
+            ),
+            (
+                &[
+                    "--listen-peer-urls",
+                    "https://127.0.0.1:2380",
+                    "--initial-advertise-peer-urls",
+                    "https://127.0.0.1:2380",
+                ],
+                "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url",
+            ),
+            (
+                &[
+                    "--listen-peer-urls",
+                    "https://127.0.0.1:2380",
+                    "--initial-advertise-peer-urls",
+                    "https://127.0.0.1:2380",
+                    "--peer-cert-file",
+                    "c.pem",
+                    "--peer-key-file",
+                    "k.pem",
+                ],
+                "https:// peer URLs need --peer-trusted-ca-file",
+            ),
+            (
+                &["--cipher-suites", "TLS_NOPE"],
+                "unexpected TLS cipher suite \"TLS_NOPE\"",
+            ),
+            (
+                &["--cipher-suites", "TLS_RSA_WITH_AES_128_CBC_SHA"],
+                "not supported by raftkv's TLS (rustls)",
+            ),
+            (
+                &[
+                    "--tls-min-version",
+                    "TLS1.3",
+                    "--cipher-suites",
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                ],
+                "cipher suites cannot be configured when only TLS1.3 is enabled",
+            ),
+            (&["--tls-min-version", "TLS1.1"], "TLS1.2 and TLS1.3 only"),
+            (&["--tls-max-version", "TLS1.0"], "TLS1.2 and TLS1.3 only"),
+            (
+                &["--tls-min-version", "SSL3"],
+                "unexpected TLS version \"SSL3\" (must be one of: TLS1.2, TLS1.3)",
+            ),
+            (
+                &["--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"],
+                "min version (TLS1.3) is greater than max version (TLS1.2)",
+            ),
+            (
+                &[
+                    "--peer-cert-allowed-cn",
+                    "a",
+                    "--peer-cert-allowed-hostname",
+                    "b",
+                ],
+                "AllowedCN and AllowedHostname are mutually exclusive",
+            ),
+            (
+                &["--peer-cert-allowed-hostname", "not a host!"],
+                "is not a host name or IP address",
+            ),
+            (
+                &["--client-cert-allowed-hostname", "not a host!"],
+                "--client-cert-allowed-hostname \"not a host!\" is not a host name",
+            ),
+            (
+                &["--listen-metrics-urls", "https://127.0.0.1:2381"],
+                "metrics listeners serve plain HTTP",
+            ),
+        ];
+        for (args, message) in cases {
+            match ServerConfig::from_flags(&flags(args)) {
+                Err(ConfigError::Invalid(text)) => {
+                    assert!(
+                        text.contains(message),
+                        "{args:?}: {text:?} lacks {message:?}"
+                    )
+                }
+                Ok(_) => panic!("{args:?} accepted"),
+            }
         }
     }
 

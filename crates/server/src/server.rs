@@ -53,6 +53,9 @@ pub enum ServerError {
     /// The node could not start or stopped on a fatal error.
     #[error("raft node: {0}")]
     Node(#[from] crate::error::NodeError),
+    /// TLS could not be set up (a certificate, key, CA or CRL file).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A listener failed.
     #[error("serving {addr}: {reason}")]
     Serve {
@@ -104,23 +107,23 @@ async fn hand_over_leadership(node: &NodeHandle<Outcome>, timeout: Duration) {
     );
 }
 
-/// Serves the peer protocol on the first peer URL, in the background, with
-/// the Lease and Cluster services beside it: followers hand the requests
-/// only a leader can answer (keep-alives, promotions) to the leader there,
-/// as the peer URL is known from the moment a member is added.
+/// Serves the peer protocol on every peer URL (TLS on the `https://` ones),
+/// in the background, with the Lease and Cluster services beside it:
+/// followers hand the requests only a leader can answer (keep-alives,
+/// promotions) to the leader there, as the peer URL is known from the
+/// moment a member is added. With `--peer-client-cert-auth`, the TLS
+/// handshake refuses a caller without a certificate the peer CA signed
+/// before any of these services is reached.
 fn serve_peers(
     config: &ServerConfig,
+    tls: &PortTls,
     ctx: &ServiceContext,
     lessor: Arc<Lessor>,
     min_lease_ttl: i64,
-) -> Result<tokio::task::JoinHandle<()>, ServerError> {
-    let Some(&addr) = config.listen_peer.first() else {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
+    if config.listen_peer.is_empty() {
         return Err(ServerError::Unsupported("no peer URL to listen on".into()));
-    };
-    let listener = bind(addr).map_err(|e| ServerError::Serve {
-        addr,
-        reason: e.to_string(),
-    })?;
+    }
     let service = PeerServer::new(PeerService::new(
         config.cluster_id,
         ctx.node.clone(),
@@ -133,19 +136,89 @@ fn serve_peers(
     };
     let leases = LeaseServer::new(LeaseService::new(peer_ctx.clone(), lessor, min_lease_ttl));
     let cluster = ClusterServer::new(ClusterService::new(peer_ctx));
-    tracing::info!(%addr, "serving peers");
-    Ok(tokio::spawn(async move {
-        let incoming = crate::http::nodelay_incoming(listener);
-        if let Err(err) = tonic::transport::Server::builder()
-            .add_service(service)
-            .add_service(leases)
-            .add_service(cluster)
-            .serve_with_incoming(incoming)
-            .await
-        {
-            tracing::error!(%addr, %err, "peer listener failed");
+    let mut tasks = Vec::new();
+    for listen in &config.listen_peer {
+        let addr = listen.addr;
+        let listener = bind(addr).map_err(|e| ServerError::Serve {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let server_tls = tls.for_listener(listen)?;
+        tracing::info!(%addr, tls = listen.tls, "serving peers");
+        let (service, leases, cluster) = (service.clone(), leases.clone(), cluster.clone());
+        tasks.push(tokio::spawn(async move {
+            let incoming = crate::tls::listen::incoming(listener, server_tls);
+            if let Err(err) = tonic::transport::Server::builder()
+                .add_service(service)
+                .add_service(leases)
+                .add_service(cluster)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(%addr, %err, "peer listener failed");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// A port's TLS, made once at start: the server side its `https://`
+/// listeners share (None when it has no certificate).
+struct PortTls {
+    server: Option<Arc<crate::tls::listen::ServerTls>>,
+}
+
+impl PortTls {
+    fn new(options: &crate::tls::options::TlsOptions) -> Result<Self, ServerError> {
+        let server = if options.has_certificate() {
+            Some(crate::tls::server_tls(options)?)
+        } else {
+            None
+        };
+        Ok(Self { server })
+    }
+
+    /// The TLS of one listener: its port's for `https://`, none for `http://`.
+    fn for_listener(
+        &self,
+        listen: &crate::config::ListenUrl,
+    ) -> Result<Option<Arc<crate::tls::listen::ServerTls>>, ServerError> {
+        if !listen.tls {
+            if self.server.is_some() {
+                // As etcd: the files serve the port's https:// URLs only.
+                tracing::warn!(addr = %listen.addr, "scheme is HTTP while key and cert files are present; ignoring key and cert files for this URL");
+            }
+            return Ok(None);
         }
-    }))
+        match &self.server {
+            Some(tls) => Ok(Some(tls.clone())),
+            None => Err(ServerError::Unsupported(format!(
+                "https://{} has no certificate to serve TLS with",
+                listen.addr
+            ))),
+        }
+    }
+}
+
+/// Auto TLS (`--auto-tls`, `--peer-auto-tls`): a self-signed certificate
+/// for the port's URLs' hosts under `<data-dir>/fixtures/{client,peer}`,
+/// used as if its files had been given.
+fn apply_auto_tls(
+    options: &mut crate::tls::options::TlsOptions,
+    data_dir: &std::path::Path,
+    urls: &[String],
+) -> Result<(), ServerError> {
+    if !options.auto_tls {
+        return Ok(());
+    }
+    let dir = data_dir.join("fixtures").join(options.port.fixtures_dir());
+    let hosts = crate::tls::auto::hosts_of(urls);
+    let (cert, key) = crate::tls::auto::self_signed(&dir, &hosts)?;
+    options.cert_file = Some(cert);
+    options.key_file = Some(key);
+    options.auto_tls = false;
+    options.self_signed = true;
+    Ok(())
 }
 
 /// Every this many applied batches, the store's commit is made durable
@@ -189,7 +262,19 @@ pub async fn run(
         path: member_dir.clone(),
         source,
     })?;
-    let known_members = resolve_identity(&member_dir, &mut config).await?;
+    let client_urls: Vec<String> = config.advertise_client_urls.clone();
+    let peer_urls: Vec<String> = config.advertise_peer_urls.clone();
+    let data_dir = config.data_dir.clone();
+    apply_auto_tls(&mut config.client_tls, &data_dir, &client_urls)?;
+    apply_auto_tls(&mut config.peer_tls, &data_dir, &peer_urls)?;
+    // Every TLS file is loaded here, so a bad one stops the start.
+    let client_tls = PortTls::new(&config.client_tls)?;
+    let peer_tls = PortTls::new(&config.peer_tls)?;
+    let peer_dialer = PeerDialer::new(
+        config.peer_source_ip,
+        crate::tls::client_config(&config.peer_tls)?,
+    );
+    let known_members = resolve_identity(&member_dir, &mut config, &peer_dialer).await?;
     let mut store_config = raftkv_mvcc::Config::new(member_dir.join(STORE_FILE));
     store_config.max_txn_ops = config.max_txn_ops as usize;
     store_config.durable_every_batches = STORE_DURABLE_EVERY_BATCHES;
@@ -207,7 +292,6 @@ pub async fn run(
     let members = MemberDirectory::new(config.member_id);
     members.seed(known_members.iter().cloned());
     let cluster_clock = ClusterClock::new(0);
-    // TODO(tls merge): config.client_cert_auth.
     let jwt = match &config.auth_jwt_options {
         Some(options) => Some(
             crate::auth::jwt::JwtTokens::from_options(options)
@@ -219,7 +303,9 @@ pub async fn run(
         crate::auth::AuthState::default(),
         config.auth_token_ttl,
         jwt,
-        false,
+        // As etcd: a verified client certificate's Common Name names the
+        // user only with --client-cert-auth.
+        config.client_tls.client_cert_auth,
         config.bcrypt_cost,
     );
     let state_machine = KvStateMachine::new(
@@ -266,9 +352,12 @@ pub async fn run(
             node.report_unreachable(peer);
         }
     });
-    let peer_dialer = PeerDialer::new(config.peer_source_ip);
-    let transport =
-        PeerTransport::new(config.cluster_id, members.clone(), unreachable, peer_dialer);
+    let transport = PeerTransport::new(
+        config.cluster_id,
+        members.clone(),
+        unreachable,
+        peer_dialer.clone(),
+    );
     let (node, driver) = node::start(
         options,
         &member_dir.join("wal"),
@@ -321,7 +410,7 @@ pub async fn run(
         crate::alarm::QUOTA_CHECK_INTERVAL,
     ));
     let min_ttl = min_lease_ttl_seconds(&config);
-    let peer_listener = serve_peers(&config, &ctx, lessor.clone(), min_ttl)?;
+    let peer_listeners = serve_peers(&config, &peer_tls, &ctx, lessor.clone(), min_ttl)?;
     let stop = async {
         tokio::select! {
             () = shutdown => {}
@@ -336,7 +425,7 @@ pub async fn run(
     let services = Services::new(ctx.clone(), hub, lessor, min_ttl);
     let state = HttpState { ctx, metrics };
     let metrics_listeners = serve_metrics(&config, &state)?;
-    let served = serve_clients(&config, &services, state, stop).await;
+    let served = serve_clients(&config, &client_tls, &services, state, stop).await;
     for listener in metrics_listeners {
         listener.abort();
     }
@@ -346,7 +435,9 @@ pub async fn run(
     outcome_expiry.abort();
     quota_monitor.abort();
     hand_over_leadership(&node, config.tick * config.election_ticks).await;
-    peer_listener.abort();
+    for listener in peer_listeners {
+        listener.abort();
+    }
     tracing::info!("stopping the node");
     node.stop().await;
     let driver_result = tokio::task::spawn_blocking(move || driver.join())
@@ -440,6 +531,7 @@ pub(crate) fn write_identity(member_dir: &std::path::Path, text: &str) -> std::i
 async fn resolve_identity(
     member_dir: &std::path::Path,
     config: &mut ServerConfig,
+    dialer: &PeerDialer,
 ) -> Result<Vec<Member>, ServerError> {
     let founders: Vec<Member> = config
         .initial_cluster
@@ -473,7 +565,7 @@ async fn resolve_identity(
             }
         }
         ClusterState::Existing => {
-            let fetched = fetch_cluster(config).await;
+            let fetched = fetch_cluster(config, dialer).await;
             match (recorded, fetched) {
                 // Restarting a member that joined before: its ids stand.
                 (Some((member_id, cluster_id)), fetched) => {
@@ -516,7 +608,10 @@ const JOIN_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Asks the other members named in `--initial-cluster` for the cluster's id
 /// and members; the first that answers wins.
-async fn fetch_cluster(config: &ServerConfig) -> Result<(u64, Vec<Member>), String> {
+async fn fetch_cluster(
+    config: &ServerConfig,
+    dialer: &PeerDialer,
+) -> Result<(u64, Vec<Member>), String> {
     let mut failures = Vec::new();
     let others = config
         .initial_cluster
@@ -525,11 +620,11 @@ async fn fetch_cluster(config: &ServerConfig) -> Result<(u64, Vec<Member>), Stri
         .filter(|url| !config.advertise_peer_urls.contains(url));
     for url in others {
         let ask = async {
-            let mut client = PeerDialer::new(config.peer_source_ip)
+            let mut client = dialer
                 .connect(url)
                 .await
                 .map(PeerClient::new)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| error_chain(&e))?;
             client
                 .members(MembersRequest {})
                 .await
@@ -600,10 +695,25 @@ fn gateway_body_bytes_max(max_request_bytes: u64) -> usize {
         .saturating_add(1 << 20)
 }
 
+/// An error with its sources, as one line (tonic's transport errors say
+/// only "transport error" at the top).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Serves gRPC and HTTP (the JSON gateway, `/health`, `/version`,
-/// `/metrics`) on the first client URL until `shutdown` resolves.
+/// `/metrics`) on every client URL (TLS on the `https://` ones) until
+/// `shutdown` resolves.
 async fn serve_clients(
     config: &ServerConfig,
+    tls: &PortTls,
     services: &Services,
     state: HttpState,
     shutdown: impl Future<Output = ()>,
@@ -615,43 +725,76 @@ async fn serve_clients(
         state,
         gateway_body_bytes_max(config.max_request_bytes),
     );
-    let Some(&addr) = config.listen_client.first() else {
+    if config.listen_client.is_empty() {
         return Err(ServerError::Unsupported(
             "no client URL to listen on".into(),
         ));
-    };
-    if config.listen_client.len() > 1 {
-        tracing::warn!("serving only the first of --listen-client-urls");
     }
-    let listener = bind(addr).map_err(|e| ServerError::Serve {
-        addr,
-        reason: e.to_string(),
-    })?;
-    tracing::info!(%addr, name = %config.name, member_id = format!("{:x}", config.member_id), "serving client requests");
-    let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = crate::http::serve(routes, listener, async {
-        let _ = stopped.await;
-    });
-    tokio::pin!(serve);
-    let served = tokio::select! {
-        result = &mut serve => result,
-        () = shutdown => {
-            let _ = stop_serving.send(());
-            // Let requests in flight finish, but do not wait on idle
-            // client connections (or open watches) forever.
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::info!("closing client connections still open after the grace period");
-                    Ok(())
+    let (stop_serving, stopped) = tokio::sync::watch::channel(false);
+    let mut listeners = tokio::task::JoinSet::new();
+    for listen in &config.listen_client {
+        let addr = listen.addr;
+        let listener = bind(addr).map_err(|e| ServerError::Serve {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let server_tls = tls.for_listener(listen)?;
+        tracing::info!(%addr, tls = listen.tls, name = %config.name, member_id = format!("{:x}", config.member_id), "serving client requests");
+        let routes = routes.clone();
+        let mut stopped = stopped.clone();
+        listeners.spawn(async move {
+            let result = crate::http::serve(routes, listener, server_tls, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await;
+            (addr, result)
+        });
+    }
+    let failed = tokio::select! {
+        Some(joined) = listeners.join_next() => Some(joined),
+        () = shutdown => None,
+    };
+    let _ = stop_serving.send(true);
+    if let Some(joined) = failed {
+        // A listener ended before shutdown: that can only be a failure.
+        return match joined {
+            Ok((addr, Err(err))) => Err(ServerError::Serve {
+                addr,
+                reason: err.to_string(),
+            }),
+            Ok((addr, Ok(()))) => Err(ServerError::Serve {
+                addr,
+                reason: "the listener stopped".into(),
+            }),
+            Err(err) => Err(ServerError::Unsupported(format!(
+                "a client listener task failed: {err}"
+            ))),
+        };
+    }
+    // Let requests in flight finish, but do not wait on idle client
+    // connections (or open watches) forever.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let mut first_error = Ok(());
+        while let Some(joined) = listeners.join_next().await {
+            if let Ok((addr, Err(err))) = joined {
+                if first_error.is_ok() {
+                    first_error = Err(ServerError::Serve {
+                        addr,
+                        reason: err.to_string(),
+                    });
                 }
             }
         }
-    };
-    served.map_err(|e| ServerError::Serve {
-        addr,
-        reason: e.to_string(),
+        first_error
     })
+    .await;
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("closing client connections still open after the grace period");
+            Ok(())
+        }
+    }
 }
 
 /// Serves `/metrics` and `/health` on every `--listen-metrics-urls` address,
@@ -669,7 +812,9 @@ fn serve_metrics(
         tracing::info!(%addr, "serving metrics and health");
         let routes = crate::http::metrics_routes(state.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = crate::http::serve(routes, listener, std::future::pending()).await {
+            if let Err(err) =
+                crate::http::serve(routes, listener, None, std::future::pending()).await
+            {
                 tracing::error!(%addr, %err, "metrics listener failed");
             }
         }));

@@ -1236,3 +1236,85 @@ fn tokens_and_permissions_hold_on_every_member() {
     });
     drop(members);
 }
+
+/// With `--client-cert-auth` and auth enabled, a verified certificate's
+/// Common Name is the user when no token is given (etcd's rule); a token
+/// still wins, and a Common Name that is no user gets nothing.
+#[test]
+fn a_client_certificates_common_name_is_the_user() {
+    use common::tls::{channel as tls_channel, client_config, wait_ready_url, Alpn, Ca, Validity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("auth test CA");
+    let server_cert = ca.issue("server", &["127.0.0.1", "localhost"], Validity::Current);
+    let (cert, key) = server_cert.write(dir.path(), "server");
+    let ca_file = ca.write(dir.path(), "ca");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let data = dir.path().join("m");
+    let _server = common::spawn_with_urls(
+        &data,
+        port,
+        &url,
+        "http",
+        &[
+            "--cert-file",
+            &cert.display().to_string(),
+            "--key-file",
+            &key.display().to_string(),
+            "--trusted-ca-file",
+            &ca_file.display().to_string(),
+            "--client-cert-auth",
+            "--bcrypt-cost",
+            "4",
+        ],
+    );
+    let as_cn = |cn: &str| {
+        client_config(
+            Some(&ca),
+            Some(&ca.issue(cn, &[], Validity::Current)),
+            Alpn::H2,
+        )
+    };
+    let writer_tls = as_cn("writer");
+    assert!(
+        wait_ready_url(&url, Some(writer_tls.clone())),
+        "TLS server ready"
+    );
+    runtime().block_on(async {
+        let writer_ch = tls_channel(&url, Some(writer_tls))
+            .await
+            .expect("writer's connection");
+        set_up_users(&writer_ch).await;
+        let put = |ch: Channel, key: &'static str, token: Option<String>| async move {
+            KvClient::new(ch)
+                .put(with_token(
+                    pb::PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    },
+                    token.as_deref(),
+                ))
+                .await
+        };
+        put(writer_ch.clone(), "k/cn", None)
+            .await
+            .expect("the certificate names writer");
+        let outside = put(writer_ch.clone(), "other", None)
+            .await
+            .expect_err("outside");
+        assert_eq!(outside.code(), Code::PermissionDenied);
+        let nobody = authenticate(&writer_ch, "nobody", NOBODY_PASSWORD)
+            .await
+            .expect("nobody");
+        let overridden = put(writer_ch.clone(), "k/cn", Some(nobody))
+            .await
+            .expect_err("the token wins over the certificate");
+        assert_eq!(overridden.code(), Code::PermissionDenied);
+        let stranger = tls_channel(&url, Some(as_cn("mallory")))
+            .await
+            .expect("connects");
+        let refused = put(stranger, "k/cn", None).await.expect_err("no such user");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    });
+}

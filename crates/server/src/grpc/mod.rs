@@ -318,8 +318,8 @@ impl ServiceContext {
             .peer_dialer
             .endpoint(&url)
             .map_err(|e| tonic::Status::unavailable(format!("etcdserver: leader URL {url}: {e}")))?
-            .connect_timeout(self.request_timeout)
-            .connect_lazy();
+            .connect_timeout(self.request_timeout);
+        let channel = self.peer_dialer.connect_lazy(channel);
         *link = Some((leader, channel.clone()));
         Ok(channel)
     }

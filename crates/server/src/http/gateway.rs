@@ -30,6 +30,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
+use axum::Extension;
 use axum::Router;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, StatusCode};
@@ -51,6 +52,11 @@ use tonic::{Code, Status, Streaming};
 
 use crate::grpc::Services;
 use crate::metrics::{GrpcMetrics, HandledGuard};
+use crate::tls::ClientCertificate;
+
+/// The verified client certificate of a request's connection, if any (put
+/// there by [`crate::tls::carry_client_certificate`]).
+type Cert = Option<Extension<ClientCertificate>>;
 
 /// Stream requests decoded ahead of the service reading them.
 const REQUESTS_QUEUED: usize = 16;
@@ -381,7 +387,7 @@ impl Gateway {
         let service = service.clone();
         let counters = self.grpc.method(path);
         let limit = self.body_bytes_max;
-        post(move |headers: HeaderMap, body: Body| async move {
+        post(move |cert: Cert, hdrs: HeaderMap, body: Body| async move {
             let message = match read_body(body, limit)
                 .await
                 .and_then(|b| first_value::<Req>(&b))
@@ -392,7 +398,7 @@ impl Gateway {
             // Counted like a gRPC call from here: etcd's gateway makes one
             // once it has a request.
             let mut guard = counters.map(HandledGuard::start);
-            let answer = call(service, request(&headers, message)).await;
+            let answer = call(service, request(&hdrs, cert, message)).await;
             finish(
                 &mut guard,
                 answer.as_ref().map_or_else(Status::code, |_| Code::Ok),
@@ -424,7 +430,7 @@ impl Gateway {
         let service = service.clone();
         let counters = self.grpc.method(path);
         let limit = self.body_bytes_max;
-        post(move |headers: HeaderMap, body: Body| async move {
+        post(move |cert: Cert, hdrs: HeaderMap, body: Body| async move {
             let mut values = JsonValues::new(body, limit);
             // A first request that is not JSON is refused outright; later
             // ones end the request stream, as etcd's gateway does.
@@ -434,7 +440,7 @@ impl Gateway {
             };
             let mut guard = counters.map(HandledGuard::start);
             let (requests, alive) = forward(values, first, hold_open, limit);
-            match call(service, request(&headers, requests)).await {
+            match call(service, request(&hdrs, cert, requests)).await {
                 Ok(response) => {
                     let lines = JsonLines {
                         inner: response.into_inner(),
@@ -463,8 +469,15 @@ fn finish(guard: &mut Option<HandledGuard>, code: Code) {
     }
 }
 
-fn request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
-    tonic::Request::from_parts(metadata(headers), tonic::Extensions::default(), message)
+/// The service's request: the metadata grpc-gateway passes on, and the
+/// connection's verified client certificate (so a service sees the same
+/// identity through the gateway as through gRPC).
+fn request<T>(headers: &HeaderMap, cert: Cert, message: T) -> tonic::Request<T> {
+    let mut extensions = tonic::Extensions::default();
+    if let Some(Extension(cert)) = cert {
+        extensions.insert(cert);
+    }
+    tonic::Request::from_parts(metadata(headers), extensions, message)
 }
 
 /// `Grpc-Metadata-<key>: value` becomes metadata `<key>: value`, and
@@ -786,6 +799,20 @@ pub fn http_status(code: Code) -> StatusCode {
 mod tests {
     use super::*;
     use raftkv_proto::etcdserverpb as pb;
+
+    #[test]
+    fn the_services_request_carries_the_client_certificate() {
+        let cert = ClientCertificate {
+            common_name: Some("alice".into()),
+        };
+        let with = request(&HeaderMap::new(), Some(Extension(cert)), ());
+        assert_eq!(
+            crate::tls::client_common_name(with.extensions()),
+            Some("alice")
+        );
+        let without = request(&HeaderMap::new(), None, ());
+        assert_eq!(crate::tls::client_common_name(without.extensions()), None);
+    }
 
     #[test]
     fn gateway_metadata_headers_become_grpc_metadata() {

@@ -79,40 +79,31 @@ pub fn metrics_routes(state: HttpState) -> tonic::service::Routes {
     tonic::service::Routes::from(router)
 }
 
-/// Serves `routes` over HTTP/1.1 and HTTP/2 on `listener` until `shutdown`
-/// resolves; connections in flight then finish. A Go client's URL in
-/// `:authority` is repaired on the way in (see [`authority`]).
+/// Serves `routes` over HTTP/1.1 and HTTP/2 on `listener` (through a TLS
+/// handshake when `tls` is given, see [`crate::tls::listen`]) until
+/// `shutdown` resolves; connections in flight then finish. A Go client's URL
+/// in `:authority` is repaired on the way in (see [`authority`]), under TLS
+/// when there is TLS. Requests carry their connection's verified client
+/// certificate (see [`crate::tls::carry_client_certificate`]).
 pub async fn serve(
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::listen::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     use tokio_stream::StreamExt as _;
-    let incoming =
-        nodelay_incoming(listener).map(|accepted| accepted.map(authority::AuthorityRepair::new));
+    let incoming = crate::tls::listen::incoming(listener, tls)
+        .map(|accepted| accepted.map(authority::AuthorityRepair::new));
+    // Every route (gRPC, the gateway, /health, /metrics) sees the verified
+    // client certificate of its connection, for auth to read.
+    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(
+        axum::middleware::from_fn(crate::tls::carry_client_certificate),
+    ));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-}
-
-/// The accepted connections of `listener`, with TCP_NODELAY set, as etcd
-/// (Go) sets it. Without it, a response written while the previous one is
-/// unacknowledged waits for the client's delayed ACK: 40 ms on Linux, for
-/// every request of a client that sends one at a time. (Nagle saved some
-/// CPU per call under saturation, a poor trade for that latency.)
-pub fn nodelay_incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt as _;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(%err, "cannot set TCP_NODELAY");
-            }
-        })
-    })
 }
 
 /// Whether a request speaks gRPC.

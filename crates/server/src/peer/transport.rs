@@ -80,7 +80,7 @@ impl PeerTransport {
                 self.members.clone(),
                 receiver,
                 self.unreachable.clone(),
-                self.dialer,
+                self.dialer.clone(),
             ));
             self.queues.insert(peer, sender);
         }

@@ -1,6 +1,8 @@
 //! Helpers for tests that run real `raftkv` processes on loopback.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -39,9 +41,28 @@ pub fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
 /// Starts a `raftkv` process without waiting for it to serve: client URL on
 /// `port`, peer URL on `port + 1`, log next to the data directory.
 pub fn spawn(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
-    let url = format!("http://127.0.0.1:{port}");
+    spawn_with_urls(
+        data_dir,
+        port,
+        &format!("http://127.0.0.1:{port}"),
+        "http",
+        extra,
+    )
+}
+
+/// Like [`spawn`], with the client URLs (listened on and advertised) and
+/// the peer URL's scheme given (`https` for TLS; the TLS flags go in
+/// `extra`).
+pub fn spawn_with_urls(
+    data_dir: &Path,
+    port: u16,
+    client_urls: &str,
+    peer_scheme: &str,
+    extra: &[&str],
+) -> Server {
+    let url = client_urls.to_string();
     // The peer URL is part of the member's identity: keep it across restarts.
-    let peer = format!("http://127.0.0.1:{}", port + 1);
+    let peer = format!("{peer_scheme}://127.0.0.1:{}", port + 1);
     std::fs::create_dir_all(data_dir).expect("data dir");
     let log_path = data_dir.join(format!("raftkv-{port}.log"));
     let log = std::fs::OpenOptions::new()
