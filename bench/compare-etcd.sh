@@ -19,6 +19,10 @@
 #   TARGET=leader     connections to the leader only, or `all` members
 #   SERVERS="etcd raftkv"  which to run (one alone: a quick check of a change)
 #   OUT=docs/benchmarks.md
+#   TLS=1             both servers with TLS on the client and peer ports
+#                     and client certificates required (the same
+#                     certificates, made here with openssl); written to
+#                     docs/benchmarks-tls.md unless OUT is set
 #   QUICK=1           a smoke run: 1 round of 2 s, 1 and 64 clients,
 #                     put and get, 20000 keys loaded, written to
 #                     $TMPDIR unless OUT is set
@@ -40,10 +44,12 @@ WORKLOADS=${WORKLOADS:-put get get-serializable txn-put}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
 TARGET=${TARGET:-leader}
 SERVERS=${SERVERS:-etcd raftkv}
+TLS=${TLS:-0}
+if [ "$TLS" = 1 ]; then OUT=${OUT:-docs/benchmarks-tls.md}; fi
 OUT=${OUT:-docs/benchmarks.md}
 # Keys the read workloads read (written before them, every round).
 READ_KEYS=10000
-COMMAND="ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" LOAD_KEYS=$LOAD_KEYS TARGET=$TARGET bench/compare-etcd.sh"
+COMMAND="TLS=$TLS ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" LOAD_KEYS=$LOAD_KEYS TARGET=$TARGET bench/compare-etcd.sh"
 
 # ---- prerequisites -----------------------------------------------------
 if ! command -v etcd >/dev/null 2>&1; then
@@ -65,6 +71,35 @@ cp "$BIN/raftkv" "$BIN/raftkvctl" "$WORK/bin/"
 RAFTKV=$WORK/bin/raftkv
 CTL=$WORK/bin/raftkvctl
 PIDS=()
+
+# TLS: one CA, one certificate for 127.0.0.1 that every member presents as
+# server and as peer client, and one the load generator presents.
+SCHEME=http
+SERVER_TLS=()
+CTL_TLS=()
+if [ "$TLS" = 1 ]; then
+  SCHEME=https
+  C=$WORK/certs
+  mkdir -p "$C"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj /CN=bench-ca -keyout "$C/ca-key.pem" -out "$C/ca.pem" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$C/ext.cnf"
+  for who in member client; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$who" \
+      -keyout "$C/$who-key.pem" -out "$C/$who.csr" 2>/dev/null
+    openssl x509 -req -in "$C/$who.csr" -CA "$C/ca.pem" -CAkey "$C/ca-key.pem" -CAcreateserial \
+      -days 30 -extfile "$C/ext.cnf" -out "$C/$who.pem" 2>/dev/null
+  done
+  SERVER_TLS=(--cert-file "$C/member.pem" --key-file "$C/member-key.pem"
+    --trusted-ca-file "$C/ca.pem" --client-cert-auth
+    --peer-cert-file "$C/member.pem" --peer-key-file "$C/member-key.pem"
+    --peer-trusted-ca-file "$C/ca.pem" --peer-client-cert-auth)
+  CTL_TLS=(--cacert "$C/ca.pem" --cert "$C/client.pem" --key "$C/client-key.pem")
+fi
+# raftkvctl with the TLS flags, when TLS is on.
+ctl() {
+  "$CTL" "${CTL_TLS[@]}" "$@"
+}
 
 stop_cluster() {
   local pid
@@ -106,23 +141,23 @@ start_cluster() {
   rm -rf "$DATA"
   mkdir -p "$DATA"
   for i in 0 1 2; do
-    initial+="${initial:+,}m$i=http://127.0.0.1:${ports[$((i + 3))]}"
+    initial+="${initial:+,}m$i=$SCHEME://127.0.0.1:${ports[$((i + 3))]}"
   done
   ENDPOINTS=""
   for i in 0 1 2; do
-    local client=http://127.0.0.1:${ports[$i]} peer=http://127.0.0.1:${ports[$((i + 3))]}
-    ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:${ports[$i]}"
+    local client=$SCHEME://127.0.0.1:${ports[$i]} peer=$SCHEME://127.0.0.1:${ports[$((i + 3))]}
+    ENDPOINTS+="${ENDPOINTS:+,}$SCHEME://127.0.0.1:${ports[$i]}"
     "$bin" --name "m$i" --data-dir "$DATA/m$i" \
       --listen-client-urls "$client" --advertise-client-urls "$client" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$initial" --initial-cluster-state new \
       --initial-cluster-token bench \
       --heartbeat-interval 100 --election-timeout 1000 --snapshot-count 100000 \
-      >"$WORK/$name-m$i.log" 2>&1 &
+      "${SERVER_TLS[@]}" >"$WORK/$name-m$i.log" 2>&1 &
     PIDS+=($!)
   done
   for _ in $(seq 300); do
-    if "$CTL" --endpoints="$ENDPOINTS" --command-timeout=1s get ready-check >/dev/null 2>&1; then
+    if ctl --endpoints="$ENDPOINTS" --command-timeout=1s get ready-check >/dev/null 2>&1; then
       return 0
     fi
     sleep 0.1
@@ -142,7 +177,7 @@ bench() {
   esac
   # Bounded: a run that hangs ends the script. The load of LOAD_KEYS keys
   # sets BENCH_TIMEOUT, as it is bounded by --total, not --duration.
-  timeout "${BENCH_TIMEOUT:-$((DURATION + 120))}" "$CTL" --endpoints="$ENDPOINTS" bench "$workload" \
+  timeout "${BENCH_TIMEOUT:-$((DURATION + 120))}" "$CTL" "${CTL_TLS[@]}" --endpoints="$ENDPOINTS" bench "$workload" \
     --clients "$clients" --conns "$conns" --target "$TARGET" --label "$label" \
     --json "${args[@]}" "$@" >"$out"
 }
@@ -217,6 +252,9 @@ mkdir -p "$(dirname "$OUT")"
   echo '```'
   echo
   echo "- machine: $(nproc) CPUs ($CPU), $MEM memory, Linux $(uname -r)"
+  if [ "$TLS" = 1 ]; then
+    echo "- TLS on the client and peer ports of both servers (ECDSA P-256 certificates, client certificates required, \`--client-cert-auth\` and \`--peer-client-cert-auth\`)"
+  fi
   echo "- etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //'), raftkv: $(git rev-parse --short HEAD)$([ -z "$(git status --porcelain --untracked-files=no)" ] || echo ' (with local changes)')"
   echo "- each: 3 members on 127.0.0.1, \`--heartbeat-interval 100 --election-timeout 1000 --snapshot-count 100000\`, fresh data directories on the same disk, one cluster running at a time"
   echo "- load: \`raftkvctl bench\` on the same machine, $DURATION s per run, connections to the ${TARGET} (\`--target $TARGET\`), one connection per 4 clients, 8 B keys over a space of $READ_KEYS (written before the reads), 256 B values; rounds alternate etcd, raftkv"
