@@ -40,9 +40,8 @@ pub struct KvStateMachine {
     cluster_clock: Arc<ClusterClock>,
     /// Makes the store's durable commits off this thread, when set.
     background_sync: Option<BackgroundSync>,
-    /// The auth store as of the applied index, published to `auth`.
-    auth_state: Arc<AuthState>,
-    /// This member's auth: the published store and the tokens.
+    /// This member's auth: the auth store as of the applied index (only
+    /// this thread publishes it), and the tokens.
     auth: Arc<Auth>,
 }
 
@@ -61,8 +60,7 @@ impl KvStateMachine {
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index().map_err(fatal)?.index;
         members.load(&store).map_err(fatal)?;
-        let auth_state = Arc::new(AuthState::load(&store).map_err(fatal)?);
-        auth.publish(auth_state.clone());
+        auth.publish(Arc::new(AuthState::load(&store).map_err(fatal)?));
         let nospace = alarm::any_nospace(&alarm::list(&store).map_err(fatal)?);
         let clock_ms = outcomes::load_clock(&store).map_err(fatal)?;
         cluster_clock.observe(clock_ms);
@@ -76,7 +74,6 @@ impl KvStateMachine {
             clock_ms,
             cluster_clock,
             background_sync: None,
-            auth_state,
             auth,
         })
     }
@@ -135,6 +132,7 @@ impl StateMachine for KvStateMachine {
             return Ok(Vec::new());
         };
         let with_prev_kv = self.hub.wants_prev_kv();
+        let auth_at_start = self.auth.state();
         let (outcomes, revision, events, effects) = self
             .store
             .apply(|batch| {
@@ -144,7 +142,7 @@ impl StateMachine for KvStateMachine {
                     members_changed: false,
                     nospace: self.nospace,
                     clock_ms: self.clock_ms,
-                    auth: self.auth_state.clone(),
+                    auth: auth_at_start.clone(),
                     auth_changed: false,
                     token_changes: Vec::new(),
                 };
@@ -195,8 +193,7 @@ impl StateMachine for KvStateMachine {
             self.members.load(&self.store).map_err(fatal)?;
         }
         if effects.auth_changed {
-            self.auth_state = effects.auth;
-            self.auth.publish(self.auth_state.clone());
+            self.auth.publish(effects.auth);
         }
         for change in effects.token_changes {
             match change {
@@ -248,8 +245,8 @@ impl StateMachine for KvStateMachine {
     fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError> {
         let meta = self.store.install_snapshot(image).map_err(fatal)?;
         self.members.load(&self.store).map_err(fatal)?;
-        self.auth_state = Arc::new(AuthState::load(&self.store).map_err(fatal)?);
-        self.auth.publish(self.auth_state.clone());
+        self.auth
+            .publish(Arc::new(AuthState::load(&self.store).map_err(fatal)?));
         // The image may hold password changes and deletions whose tokens
         // this member cannot tell apart any more: clients authenticate anew.
         self.auth.tokens.clear();

@@ -30,12 +30,6 @@ impl AuthService {
         Self { ctx }
     }
 
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        self.ctx
-            .caller(request.metadata(), request.extensions())
-            .await
-    }
-
     fn header(&self) -> Result<Option<pb::ResponseHeader>, Status> {
         let revision = self
             .ctx
@@ -48,7 +42,7 @@ impl AuthService {
     /// Proposes an auth change for the request's caller (refused here
     /// already if the caller is not root, once auth is enabled).
     async fn change<T>(&self, request: Request<T>, op: impl FnOnce(T) -> Op) -> Result<(), Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.ctx.caller_of(&request).await?;
         let (metadata, _, message) = request.into_parts();
         let op = op(message);
         self.ctx.authorize(&caller, &op)?;
@@ -96,7 +90,7 @@ impl AuthRpc for AuthService {
         &self,
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.ctx.caller_of(&request).await?;
         let state = self.read_state().await?;
         crate::auth::request::authorize_admin(&state, &caller)?;
         Ok(Response::new(pb::AuthStatusResponse {
@@ -179,7 +173,7 @@ impl AuthRpc for AuthService {
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.ctx.caller_of(&request).await?;
         let name = request.into_inner().name;
         let state = self.read_state().await?;
         if let Err(refused) = crate::auth::request::authorize_admin(&state, &caller) {
@@ -198,7 +192,7 @@ impl AuthRpc for AuthService {
         &self,
         request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.ctx.caller_of(&request).await?;
         let state = self.read_state().await?;
         crate::auth::request::authorize_admin(&state, &caller)?;
         Ok(Response::new(pb::AuthUserListResponse {
@@ -268,7 +262,7 @@ impl AuthRpc for AuthService {
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.ctx.caller_of(&request).await?;
         let role = request.into_inner().role;
         let state = self.read_state().await?;
         if let Err(refused) = crate::auth::request::authorize_admin(&state, &caller) {
@@ -287,7 +281,7 @@ impl AuthRpc for AuthService {
         &self,
         request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.ctx.caller_of(&request).await?;
         let state = self.read_state().await?;
         crate::auth::request::authorize_admin(&state, &caller)?;
         Ok(Response::new(pb::AuthRoleListResponse {

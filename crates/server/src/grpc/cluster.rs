@@ -191,24 +191,13 @@ fn valid_peer_url(url: &str) -> bool {
     }
 }
 
-impl ClusterService {
-    /// With auth enabled, only root may change the membership.
-    async fn require_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let caller = self
-            .ctx
-            .caller(request.metadata(), request.extensions())
-            .await?;
-        self.ctx.require_admin(&caller)
-    }
-}
-
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let request = request.into_inner();
         self.check_peer_urls(&request.peer_ur_ls, None)?;
         if request.is_learner {
@@ -258,7 +247,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let id = request.into_inner().id;
         if self.ctx.members.get(id).is_none() {
             return Err(status::member_not_found());
@@ -311,7 +300,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let (metadata, _, request) = request.into_parts();
         let id = request.id;
         let Some(member) = self.ctx.members.get(id) else {

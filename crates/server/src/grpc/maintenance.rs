@@ -73,18 +73,6 @@ fn join_error(err: tokio::task::JoinError) -> Status {
     Status::internal(format!("etcdserver: maintenance task failed: {err}"))
 }
 
-impl MaintenanceService {
-    /// With auth enabled, only root may call Defragment, Hash, HashKV and
-    /// Snapshot (etcd's rule; Status, Alarm and MoveLeader are open).
-    async fn require_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let caller = self
-            .ctx
-            .caller(request.metadata(), request.extensions())
-            .await?;
-        self.ctx.require_admin(&caller)
-    }
-}
-
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(
@@ -166,7 +154,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let store = self.ctx.store.clone();
         tokio::task::spawn_blocking(move || store.defragment())
             .await
@@ -181,7 +169,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let store = self.ctx.store.clone();
         let hash = tokio::task::spawn_blocking(move || store.hash())
             .await
@@ -197,7 +185,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let hash = self
             .ctx
             .store
@@ -217,7 +205,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.require_admin(&request).await?;
+        self.ctx.require_admin_of(&request).await?;
         let store = self.ctx.store.clone();
         let (reader, total) = tokio::task::spawn_blocking(move || store.snapshot_sized())
             .await

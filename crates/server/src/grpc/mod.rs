@@ -236,10 +236,27 @@ impl ServiceContext {
         Ok(Caller::ANONYMOUS)
     }
 
+    /// [`Self::caller`] of a request.
+    pub async fn caller_of<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<crate::auth::Caller, tonic::Status> {
+        self.caller(request.metadata(), request.extensions()).await
+    }
+
     /// Refuses `caller` an administrative call unless it is root (with
     /// auth enabled).
     pub fn require_admin(&self, caller: &crate::auth::Caller) -> Result<(), tonic::Status> {
         crate::auth::request::authorize_admin(&self.auth.state(), caller).map_err(Into::into)
+    }
+
+    /// Refuses `request` unless its caller is root (with auth enabled).
+    pub async fn require_admin_of<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<(), tonic::Status> {
+        let caller = self.caller_of(request).await?;
+        self.require_admin(&caller)
     }
 
     /// Refuses `caller` the write `op` if its permissions do not allow it
