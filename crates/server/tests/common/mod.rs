@@ -17,14 +17,26 @@ pub struct Server {
     pub port: u16,
 }
 
-/// A free port whose successor is free too (for the peer URL).
+/// A free port whose successor is free too (for the peer URL), and neither
+/// of them handed out before in this process: a port whose successor was
+/// free when one test picked it is just as free for the next pick, and
+/// members started together (or tests running side by side) would then
+/// listen on each other's peer ports.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let port = listener.local_addr().expect("local addr").port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
+        if port == u16::MAX || TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
+            continue;
         }
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken: `port` or `port + 1` is some earlier pick's port or peer port.
+        if handed_out.iter().any(|&p| p.abs_diff(port) <= 1) {
+            continue;
+        }
+        handed_out.push(port);
+        return port;
     }
 }
 
