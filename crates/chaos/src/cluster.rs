@@ -177,12 +177,18 @@ impl Cluster {
                 member_id: None,
             });
         }
+        let tls = if config.security.tls {
+            Some(crate::security::TlsFiles::create(dir.path(), &ips)?)
+        } else {
+            None
+        };
+        let security = ClusterSecurity::new(config.security.clone(), tls);
+        let scheme = security.scheme();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer_proxy.addr()))
+            .map(|m| format!("{}={scheme}://{}", m.name, m.peer_proxy.addr()))
             .collect::<Vec<_>>()
             .join(",");
-        let config_security = config.security.clone();
         let mut cluster = Self {
             config,
             dir,
@@ -191,7 +197,7 @@ impl Cluster {
             initial_cluster,
             token: format!("chaos-{nonce}"),
             faketime,
-            security: ClusterSecurity::new(config_security),
+            security,
         };
         for i in 0..cluster.members.len() {
             if cluster.faketime.is_some() {
@@ -250,7 +256,7 @@ impl Cluster {
     /// Member `i`'s own client address, past the proxy (for final checks).
     pub fn direct_endpoint(&self, i: usize) -> String {
         let m = &self.members[i];
-        format!("http://{}:{}", m.ip, m.client_port)
+        format!("{}://{}:{}", self.security.scheme(), m.ip, m.client_port)
     }
 
     /// Whether member `i` runs (paused or not).
@@ -320,19 +326,20 @@ impl Cluster {
 
     fn args(&self, i: usize) -> Vec<String> {
         let m = &self.members[i];
+        let scheme = self.security.scheme();
         let mut args: Vec<String> = [
             "--name",
             &m.name,
             "--data-dir",
             &m.data_dir.display().to_string(),
             "--listen-client-urls",
-            &format!("http://{}:{}", m.ip, m.client_port),
+            &format!("{scheme}://{}:{}", m.ip, m.client_port),
             "--advertise-client-urls",
-            &format!("http://{}", m.client_proxy.addr()),
+            &format!("{scheme}://{}", m.client_proxy.addr()),
             "--listen-peer-urls",
-            &format!("http://{}:{}", m.ip, m.peer_port),
+            &format!("{scheme}://{}:{}", m.ip, m.peer_port),
             "--initial-advertise-peer-urls",
-            &format!("http://{}", m.peer_proxy.addr()),
+            &format!("{scheme}://{}", m.peer_proxy.addr()),
             "--initial-cluster",
             &self.initial_cluster,
             "--initial-cluster-state",
@@ -351,6 +358,7 @@ impl Cluster {
             args.push("--experimental-peer-source-ip".into());
             args.push(m.ip.to_string());
         }
+        args.extend(self.security.server_flags());
         args.extend(self.config.extra_flags.iter().cloned());
         args
     }
@@ -484,7 +492,7 @@ impl Cluster {
         if self.is_paused(i) || !self.is_running(i) {
             return None;
         }
-        let status = status_of(&self.direct_endpoint(i)).await?;
+        let status = status_of(&self.security, &self.direct_endpoint(i)).await?;
         if let Some(header) = &status.header {
             self.members[i].member_id = Some(header.member_id);
         }
@@ -589,15 +597,13 @@ fn free_port(ip: Ipv4Addr) -> Result<u16, HarnessError> {
 }
 
 /// Maintenance.Status of the member at `url`, None if it does not answer.
-pub async fn status_of(url: &str) -> Option<pb::StatusResponse> {
+/// Status needs no user, so none is authenticated for it.
+pub async fn status_of(security: &ClusterSecurity, url: &str) -> Option<pb::StatusResponse> {
     let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .ok()?
-            .connect_timeout(STATUS_TIMEOUT)
-            .connect()
-            .await
-            .ok()?;
-        MaintenanceClient::new(channel)
+        let conn = security
+            .connect(url, Principal::Anonymous, STATUS_TIMEOUT)
+            .await?;
+        MaintenanceClient::new(conn)
             .status(pb::StatusRequest {})
             .await
             .ok()

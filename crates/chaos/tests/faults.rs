@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use raftkv_chaos::security::SecurityConfig;
 use raftkv_chaos::{run, ClusterConfig, FaultKind, RunConfig, ServerKind};
 
 fn raftkv() -> ServerKind {
@@ -85,27 +86,14 @@ async fn five_members_split_isolated_and_killed() {
     assert!(report.total_faults() >= 4, "{:?}", report.faults);
 }
 
-/// With etcd's auth enabled (the workload as a user that is not root, so
-/// every request is checked), the same checks hold under kills, pauses,
-/// partitions, one-way cuts and lost answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_auth_enabled_every_check_holds() {
+/// A 30 s run of `faults` on three members secured by `security`, which
+/// must pass every check.
+async fn secured_run(security: SecurityConfig, faults: Vec<FaultKind>) {
     init_logs();
     let mut cluster = ClusterConfig::new(3, raftkv());
-    cluster.security.auth = true;
+    cluster.security = security;
     cluster.extra_flags = vec!["--bcrypt-cost".into(), "4".into()];
-    let mut config = RunConfig::new(
-        cluster,
-        vec![
-            FaultKind::KillLeader,
-            FaultKind::PauseFollower,
-            FaultKind::IsolateLeader,
-            FaultKind::OneWayToLeader,
-            FaultKind::ClientAnswersLost,
-            FaultKind::KillFollower,
-        ],
-        Duration::from_secs(30),
-    );
+    let mut config = RunConfig::new(cluster, faults, Duration::from_secs(30));
     config.quiet = Duration::from_millis(800);
     config.fault_length = Duration::from_millis(2500);
     let report = run(config, None).await.expect("run");
@@ -114,6 +102,120 @@ async fn with_auth_enabled_every_check_holds() {
     assert!(report.total_faults() >= 4, "{:?}", report.faults);
     assert!(report.total_operations() > 200, "{:?}", report.operations);
     assert!(report.watch_events > 0, "the watchers saw events");
+}
+
+/// With etcd's auth enabled (the workload as a user that is not root, so
+/// every request is checked), the same checks hold under kills, pauses,
+/// partitions, one-way cuts and lost answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_enabled_every_check_holds() {
+    let security = SecurityConfig {
+        auth: true,
+        tls: false,
+    };
+    secured_run(
+        security,
+        vec![
+            FaultKind::KillLeader,
+            FaultKind::PauseFollower,
+            FaultKind::IsolateLeader,
+            FaultKind::OneWayToLeader,
+            FaultKind::ClientAnswersLost,
+            FaultKind::KillFollower,
+        ],
+    )
+    .await;
+}
+
+/// As production clusters run: TLS on the client and peer ports with
+/// client certificates required on both (the proxies carry the TLS bytes
+/// untouched, so kills, cuts and lost answers hit TLS connections), and
+/// auth on top. The same checks hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_on_both_ports_and_auth_every_check_holds() {
+    let security = SecurityConfig {
+        auth: true,
+        tls: true,
+    };
+    secured_run(
+        security,
+        vec![
+            FaultKind::KillLeader,
+            FaultKind::PauseLeader,
+            FaultKind::IsolateLeader,
+            FaultKind::OneWayFromLeader,
+            FaultKind::ClientAnswersLost,
+            FaultKind::KillFollower,
+        ],
+    )
+    .await;
+}
+
+/// The secured cluster the run above uses is secured: its client port
+/// answers a client with the CA and its certificate, and no plaintext
+/// client or client without a certificate (so the run would fail without
+/// TLS in place, rather than pass over plaintext).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_answers_only_clients_with_a_certificate() {
+    use raftkv_chaos::security::Principal;
+    use raftkv_ctl::client::{Client, ClientConfig, Security, Target};
+    use raftkv_ctl::tls::TlsSettings;
+    use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use raftkv_proto::etcdserverpb::StatusRequest;
+
+    init_logs();
+    let mut config = ClusterConfig::new(3, raftkv());
+    config.security.tls = true;
+    let mut cluster = raftkv_chaos::Cluster::start(config).await.expect("cluster");
+    let secure = cluster.direct_endpoint(0);
+    assert!(secure.starts_with("https://"), "{secure}");
+    assert!(
+        cluster.status(0).await.is_some(),
+        "the harness's own client"
+    );
+    let timeout = Duration::from_secs(2);
+    let certified = cluster
+        .security()
+        .connect(&secure, Principal::Anonymous, timeout);
+    assert!(certified.await.is_some());
+
+    let plaintext = secure.replacen("https://", "http://", 1);
+    let refused = raftkv_chaos::security::ClusterSecurity::default()
+        .connect(&plaintext, Principal::Anonymous, timeout)
+        .await;
+    let answered = match refused {
+        Some(conn) => MaintenanceClient::new(conn)
+            .status(StatusRequest {})
+            .await
+            .is_ok(),
+        None => false,
+    };
+    assert!(!answered, "a plaintext client was answered");
+
+    let without_certificate = Security {
+        tls: TlsSettings {
+            cacert: Some(cluster.dir().join("ca.pem")),
+            insecure_transport: false,
+            ..TlsSettings::default()
+        },
+        credentials: None,
+    };
+    let client_config = ClientConfig {
+        endpoints: vec![secure.clone()],
+        dial_timeout: timeout,
+        command_timeout: timeout,
+        ..ClientConfig::default()
+    };
+    let client = Client::with_security(client_config, without_certificate).expect("client");
+    let answered = match client.stream_channel(Target::One(0)).await {
+        Ok((_, conn)) => MaintenanceClient::new(conn)
+            .status(StatusRequest {})
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    assert!(!answered, "a client without a certificate was answered");
+    assert!(cluster.status(0).await.is_some(), "the member kept serving");
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
