@@ -1237,6 +1237,99 @@ fn tokens_and_permissions_hold_on_every_member() {
     drop(members);
 }
 
+async fn next(responses: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .expect("a response within 5 s")
+        .expect("the stream")
+        .expect("a response")
+}
+
+/// A watch is checked when it is created, as etcd checks it: a running
+/// watch goes on after its user loses the permission (etcd's behaviour),
+/// while a new watch on the same stream, and any read, is refused at once.
+#[test]
+fn a_revoked_permission_refuses_new_watches_and_reads_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(&dir.path().join("m"), port, &["--bcrypt-cost", "4"]);
+    runtime().block_on(async {
+        let ch = channel(port).await;
+        set_up_users(&ch).await;
+        let root = authenticate(&ch, "root", ROOT_PASSWORD)
+            .await
+            .expect("root");
+        let writer = authenticate(&ch, "writer", WRITER_PASSWORD)
+            .await
+            .expect("writer");
+        let create = |key: &str| pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                pb::WatchCreateRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let (requests, receiver) = tokio::sync::mpsc::channel(4);
+        requests.send(create("k/a")).await.expect("send");
+        let mut responses = WatchClient::new(ch.clone())
+            .watch(with_token(
+                tokio_stream::wrappers::ReceiverStream::new(receiver),
+                Some(&writer),
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        let created = next(&mut responses).await;
+        assert!(created.created && !created.canceled, "{created:?}");
+        AuthClient::new(ch.clone())
+            .role_revoke_permission(with_token(
+                pb::AuthRoleRevokePermissionRequest {
+                    role: "rw".into(),
+                    key: b"k/".to_vec(),
+                    range_end: b"k0".to_vec(),
+                },
+                Some(&root),
+            ))
+            .await
+            .expect("revoke");
+        // The read is refused at once, on the same token.
+        let read = KvClient::new(ch.clone())
+            .range(with_token(
+                pb::RangeRequest {
+                    key: b"k/a".to_vec(),
+                    ..Default::default()
+                },
+                Some(&writer),
+            ))
+            .await
+            .expect_err("revoked");
+        assert_eq!(read.code(), Code::PermissionDenied);
+        assert_eq!(read.message(), "etcdserver: permission denied");
+        // So is a new watch on the running stream.
+        requests.send(create("k/b")).await.expect("send");
+        let refused = next(&mut responses).await;
+        assert!(refused.created && refused.canceled, "{refused:?}");
+        assert_eq!(refused.cancel_reason, "etcdserver: permission denied");
+        // The watch created before the revocation still sees root's write.
+        KvClient::new(ch.clone())
+            .put(with_token(
+                pb::PutRequest {
+                    key: b"k/a".to_vec(),
+                    value: b"after".to_vec(),
+                    ..Default::default()
+                },
+                Some(&root),
+            ))
+            .await
+            .expect("root writes");
+        let event = next(&mut responses).await;
+        assert_eq!(event.watch_id, created.watch_id);
+        assert_eq!(event.events.len(), 1, "{event:?}");
+    });
+    drop(server);
+}
+
 /// With `--client-cert-auth` and auth enabled, a verified certificate's
 /// Common Name is the user when no token is given (etcd's rule); a token
 /// still wins, and a Common Name that is no user gets nothing.
