@@ -7,7 +7,8 @@
 //! one issued before the auth store last changed is refused as `revision of
 //! auth store is old`, so clients authenticate anew after every change (as
 //! etcd's do). A member given only the public key verifies but cannot
-//! issue tokens.
+//! issue tokens; one given only the private key verifies with the public
+//! half of it, as etcd does.
 
 use std::path::PathBuf;
 use std::str::FromStr as _;
@@ -148,10 +149,13 @@ impl JwtTokens {
                     .map(EncodingKey::from_rsa_pem)
                     .transpose()
                     .map_err(key_error("priv-key"))?;
-                let public = pub_key.ok_or_else(|| {
-                    JwtConfigError::Missing("pub-key is required to verify tokens".into())
-                })?;
-                let decoding = DecodingKey::from_rsa_pem(&public).map_err(key_error("pub-key"))?;
+                let decoding = match (&pub_key, &priv_key) {
+                    (Some(public), _) => {
+                        DecodingKey::from_rsa_pem(public).map_err(key_error("pub-key"))?
+                    }
+                    (None, Some(private)) => public_half(algorithm, private, &method)?,
+                    (None, None) => return Err(no_key()),
+                };
                 (encoding, decoding)
             }
             Algorithm::ES256 | Algorithm::ES384 => {
@@ -160,10 +164,13 @@ impl JwtTokens {
                     .map(EncodingKey::from_ec_pem)
                     .transpose()
                     .map_err(key_error("priv-key (PKCS#8 PEM)"))?;
-                let public = pub_key.ok_or_else(|| {
-                    JwtConfigError::Missing("pub-key is required to verify tokens".into())
-                })?;
-                let decoding = DecodingKey::from_ec_pem(&public).map_err(key_error("pub-key"))?;
+                let decoding = match (&pub_key, &priv_key) {
+                    (Some(public), _) => {
+                        DecodingKey::from_ec_pem(public).map_err(key_error("pub-key"))?
+                    }
+                    (None, Some(private)) => public_half(algorithm, private, &method)?,
+                    (None, None) => return Err(no_key()),
+                };
                 (encoding, decoding)
             }
             Algorithm::EdDSA => {
@@ -172,10 +179,13 @@ impl JwtTokens {
                     .map(EncodingKey::from_ed_pem)
                     .transpose()
                     .map_err(key_error("priv-key"))?;
-                let public = pub_key.ok_or_else(|| {
-                    JwtConfigError::Missing("pub-key is required to verify tokens".into())
-                })?;
-                let decoding = DecodingKey::from_ed_pem(&public).map_err(key_error("pub-key"))?;
+                let decoding = match (&pub_key, &priv_key) {
+                    (Some(public), _) => {
+                        DecodingKey::from_ed_pem(public).map_err(key_error("pub-key"))?
+                    }
+                    (None, Some(private)) => public_half(algorithm, private, &method)?,
+                    (None, None) => return Err(no_key()),
+                };
                 (encoding, decoding)
             }
         };
@@ -226,6 +236,78 @@ impl JwtTokens {
             user: data.claims.username,
             revision: data.claims.revision,
         })
+    }
+}
+
+fn no_key() -> JwtConfigError {
+    JwtConfigError::Missing("pub-key or priv-key is required".into())
+}
+
+/// The key that verifies what the private key `pem` signs: its public half.
+/// etcd needs no `pub-key` when `priv-key` is given; nor does raftkv.
+fn public_half(
+    algorithm: Algorithm,
+    pem: &[u8],
+    method: &str,
+) -> Result<DecodingKey, JwtConfigError> {
+    use ring::signature::{self, KeyPair as _};
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::PrivateKeyDer;
+
+    let refused = |reason: String| JwtConfigError::Key {
+        which: "priv-key",
+        method: method.to_string(),
+        reason,
+    };
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| refused(e.to_string()))?;
+    let unusable = |e: ring::error::KeyRejected| refused(e.to_string());
+    match (algorithm, &der) {
+        (
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+            PrivateKeyDer::Pkcs1(key),
+        ) => {
+            let pair = signature::RsaKeyPair::from_der(key.secret_pkcs1_der()).map_err(unusable)?;
+            Ok(DecodingKey::from_rsa_der(pair.public().as_ref()))
+        }
+        (
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+            PrivateKeyDer::Pkcs8(key),
+        ) => {
+            let pair =
+                signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der()).map_err(unusable)?;
+            Ok(DecodingKey::from_rsa_der(pair.public().as_ref()))
+        }
+        (Algorithm::ES256 | Algorithm::ES384, PrivateKeyDer::Pkcs8(key)) => {
+            let curve = if algorithm == Algorithm::ES256 {
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING
+            } else {
+                &signature::ECDSA_P384_SHA384_FIXED_SIGNING
+            };
+            let random = ring::rand::SystemRandom::new();
+            let pair = signature::EcdsaKeyPair::from_pkcs8(curve, key.secret_pkcs8_der(), &random)
+                .map_err(unusable)?;
+            // The uncompressed point, which is what the verifier takes.
+            Ok(DecodingKey::from_ec_der(pair.public_key().as_ref()))
+        }
+        (Algorithm::EdDSA, PrivateKeyDer::Pkcs8(key)) => {
+            let pair =
+                signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.secret_pkcs8_der())
+                    .map_err(unusable)?;
+            Ok(DecodingKey::from_ed_der(pair.public_key().as_ref()))
+        }
+        _ => Err(refused(
+            "not a private key of this method (ECDSA and Ed25519 keys must be PKCS#8 PEM)".into(),
+        )),
     }
 }
 
@@ -287,6 +369,52 @@ mod tests {
         assert_eq!(tokens.verify(&token), None);
     }
 
+    /// Tokens issued and verified by a member given only `priv-key` (whose
+    /// public half verifies), and accepted by a member given only the
+    /// public key.
+    fn private_key_alone_verifies(dir: &tempfile::TempDir, method: &str, private_pem: &[u8]) {
+        let private = dir.path().join(format!("{method}.key"));
+        std::fs::write(&private, private_pem).expect("write key");
+        let tokens = JwtTokens::from_options(&format!(
+            "priv-key={},sign-method={method}",
+            private.display()
+        ))
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let token = tokens.issue("alice", 3).expect("issue");
+        let info = tokens.verify(&token).expect("verified by the derived key");
+        assert_eq!(info.user, "alice", "{method}");
+        let mut forged = token.clone();
+        forged.truncate(forged.len() - 4);
+        forged.push_str("AAAA");
+        assert_eq!(tokens.verify(&forged), None, "{method}");
+    }
+
+    #[test]
+    fn a_private_key_alone_is_enough_for_every_method() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Test-only RSA keys (rcgen cannot make RSA keys): PKCS#1 and the
+        // same key as PKCS#8.
+        for (method, pem) in [
+            ("RS256", &include_bytes!("testdata/rsa-pkcs1.pem")[..]),
+            ("PS384", &include_bytes!("testdata/rsa-pkcs8.pem")[..]),
+        ] {
+            private_key_alone_verifies(&dir, method, pem);
+        }
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256");
+        private_key_alone_verifies(&dir, "ES256", p256.serialize_pem().as_bytes());
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384");
+        private_key_alone_verifies(&dir, "ES384", p384.serialize_pem().as_bytes());
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("Ed25519");
+        private_key_alone_verifies(&dir, "EdDSA", ed.serialize_pem().as_bytes());
+        // A key of another kind than the method is refused at start.
+        let wrong = dir.path().join("wrong.key");
+        std::fs::write(&wrong, p256.serialize_pem()).expect("write");
+        let err =
+            JwtTokens::from_options(&format!("priv-key={},sign-method=RS256", wrong.display()))
+                .expect_err("an EC key for RS256");
+        assert!(err.to_string().contains("priv-key"), "{err}");
+    }
+
     #[test]
     fn bad_options_are_refused_clearly() {
         let err = |options: &str| {
@@ -295,7 +423,7 @@ mod tests {
                 .to_string()
         };
         assert!(err("sign-method=XX256").contains("invalid sign-method"));
-        assert!(err("sign-method=RS256").contains("pub-key is required"));
+        assert!(err("sign-method=RS256").contains("pub-key or priv-key is required"));
         assert!(err("sign-method=HS256").contains("HMAC needs priv-key"));
         assert!(err("pub-key=/nonexistent,sign-method=RS256").contains("cannot read /nonexistent"));
         assert!(err("bogus").contains("invalid option"));
