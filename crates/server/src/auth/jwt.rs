@@ -128,6 +128,17 @@ impl JwtTokens {
                 reason: e.to_string(),
             }
         };
+        // The public key if given, else the public half of the private one.
+        let verifying_key =
+            |from_pem: fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>| match (
+                &pub_key, &priv_key,
+            ) {
+                (Some(public), _) => from_pem(public).map_err(key_error("pub-key")),
+                (None, Some(private)) => public_half(algorithm, private, &method),
+                (None, None) => Err(JwtConfigError::Missing(
+                    "pub-key or priv-key is required".into(),
+                )),
+            };
         let (encoding, decoding) = match algorithm {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
                 // etcd's HMAC key is the priv-key file's bytes.
@@ -149,13 +160,7 @@ impl JwtTokens {
                     .map(EncodingKey::from_rsa_pem)
                     .transpose()
                     .map_err(key_error("priv-key"))?;
-                let decoding = match (&pub_key, &priv_key) {
-                    (Some(public), _) => {
-                        DecodingKey::from_rsa_pem(public).map_err(key_error("pub-key"))?
-                    }
-                    (None, Some(private)) => public_half(algorithm, private, &method)?,
-                    (None, None) => return Err(no_key()),
-                };
+                let decoding = verifying_key(DecodingKey::from_rsa_pem)?;
                 (encoding, decoding)
             }
             Algorithm::ES256 | Algorithm::ES384 => {
@@ -164,13 +169,7 @@ impl JwtTokens {
                     .map(EncodingKey::from_ec_pem)
                     .transpose()
                     .map_err(key_error("priv-key (PKCS#8 PEM)"))?;
-                let decoding = match (&pub_key, &priv_key) {
-                    (Some(public), _) => {
-                        DecodingKey::from_ec_pem(public).map_err(key_error("pub-key"))?
-                    }
-                    (None, Some(private)) => public_half(algorithm, private, &method)?,
-                    (None, None) => return Err(no_key()),
-                };
+                let decoding = verifying_key(DecodingKey::from_ec_pem)?;
                 (encoding, decoding)
             }
             Algorithm::EdDSA => {
@@ -179,13 +178,7 @@ impl JwtTokens {
                     .map(EncodingKey::from_ed_pem)
                     .transpose()
                     .map_err(key_error("priv-key"))?;
-                let decoding = match (&pub_key, &priv_key) {
-                    (Some(public), _) => {
-                        DecodingKey::from_ed_pem(public).map_err(key_error("pub-key"))?
-                    }
-                    (None, Some(private)) => public_half(algorithm, private, &method)?,
-                    (None, None) => return Err(no_key()),
-                };
+                let decoding = verifying_key(DecodingKey::from_ed_pem)?;
                 (encoding, decoding)
             }
         };
@@ -239,10 +232,6 @@ impl JwtTokens {
     }
 }
 
-fn no_key() -> JwtConfigError {
-    JwtConfigError::Missing("pub-key or priv-key is required".into())
-}
-
 /// The key that verifies what the private key `pem` signs: its public half.
 /// etcd needs no `pub-key` when `priv-key` is given; nor does raftkv.
 fn public_half(
@@ -259,34 +248,32 @@ fn public_half(
         method: method.to_string(),
         reason,
     };
-    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| refused(e.to_string()))?;
     let unusable = |e: ring::error::KeyRejected| refused(e.to_string());
+    let rsa = matches!(
+        algorithm,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+    );
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| refused(e.to_string()))?;
+    let rsa_pair = match &der {
+        PrivateKeyDer::Pkcs1(key) if rsa => {
+            Some(signature::RsaKeyPair::from_der(key.secret_pkcs1_der()))
+        }
+        PrivateKeyDer::Pkcs8(key) if rsa => {
+            Some(signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der()))
+        }
+        _ => None,
+    };
+    if let Some(pair) = rsa_pair {
+        return Ok(DecodingKey::from_rsa_der(
+            pair.map_err(unusable)?.public().as_ref(),
+        ));
+    }
     match (algorithm, &der) {
-        (
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512,
-            PrivateKeyDer::Pkcs1(key),
-        ) => {
-            let pair = signature::RsaKeyPair::from_der(key.secret_pkcs1_der()).map_err(unusable)?;
-            Ok(DecodingKey::from_rsa_der(pair.public().as_ref()))
-        }
-        (
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512,
-            PrivateKeyDer::Pkcs8(key),
-        ) => {
-            let pair =
-                signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der()).map_err(unusable)?;
-            Ok(DecodingKey::from_rsa_der(pair.public().as_ref()))
-        }
         (Algorithm::ES256 | Algorithm::ES384, PrivateKeyDer::Pkcs8(key)) => {
             let curve = if algorithm == Algorithm::ES256 {
                 &signature::ECDSA_P256_SHA256_FIXED_SIGNING
