@@ -270,6 +270,20 @@ impl Cluster {
         self.members[i].process.as_mut()?.exited()
     }
 
+    /// Waits up to `limit` for member `i` to exit by itself; kills it if it
+    /// is still running then, so it can be restarted.
+    pub async fn wait_for_exit(&mut self, i: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.is_running(i) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(member = %self.members[i].name, "still stopping; killing it");
+                self.kill(i);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Whether member `i` is paused.
     pub fn is_paused(&self, i: usize) -> bool {
         self.members[i]

@@ -12,6 +12,10 @@ use crate::cluster::Cluster;
 use crate::error::HarnessError;
 use crate::proxy::LinkMode;
 
+/// What a raftkv member logs when its node stops on a fatal error (a failed
+/// WAL write or fsync), before it shuts down.
+const FATAL_STOP_LOG: &str = "stopped on a fatal error";
+
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,7 +118,20 @@ pub struct Fault {
     pub kind: FaultKind,
     /// The members it was aimed at.
     pub targets: Vec<usize>,
+    /// How long each target's log was when the fault started, so heal can
+    /// tell whether a target reported a fatal stop under this fault.
+    log_lengths: Vec<usize>,
 }
+
+/// How long heal waits for a member that reported a fatal error to finish
+/// stopping (its client grace, the leadership hand-over and the node's own
+/// stop), before it is killed and restarted.
+const FATAL_STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// How long heal waits after clearing storage faults: the member reads its
+/// fault file at a sync at most 100 ms after the previous read, so syncs in
+/// that window may still fail under the old settings.
+const FAULT_FILE_SETTLE: Duration = Duration::from_millis(300);
 
 impl Fault {
     /// Starts a fault of `kind` on the cluster as it is now.
@@ -211,17 +228,34 @@ impl Fault {
                 vec![leader, follower]
             }
         };
-        Ok(Self { kind, targets })
+        let log_lengths = targets.iter().map(|&i| cluster.log(i).len()).collect();
+        Ok(Self {
+            kind,
+            targets,
+            log_lengths,
+        })
     }
 
     /// Undoes the fault: links pass, paused members resume, killed (or
     /// failed) members restart without storage faults.
     pub async fn heal(self, cluster: &mut Cluster) -> Result<(), HarnessError> {
         cluster.heal();
-        for &i in &self.targets {
+        if self.kind.needs_fault_injection() {
+            for &i in &self.targets {
+                cluster.set_storage_faults(i, "")?;
+            }
+            tokio::time::sleep(FAULT_FILE_SETTLE).await;
+        }
+        for (&i, &log_length) in self.targets.iter().zip(&self.log_lengths) {
             cluster.resume(i)?;
             if self.kind.needs_fault_injection() {
-                cluster.set_storage_faults(i, "")?;
+                // A member whose fsync failed stops on its own, which takes
+                // a few seconds; restart it only once it is gone, or it would
+                // stay down for the rest of the run.
+                let since_fault = cluster.log(i).get(log_length..).map(str::to_owned);
+                if since_fault.is_some_and(|log| log.contains(FATAL_STOP_LOG)) {
+                    cluster.wait_for_exit(i, FATAL_STOP_WAIT).await;
+                }
             }
             if self.kind.needs_fake_clock() {
                 cluster.set_clock_offset(i, 0)?;

@@ -371,9 +371,26 @@ pub async fn wait_for_convergence(
             return Ok(seen[0].0);
         }
         if Instant::now() >= deadline {
-            return Err(HarnessError::Timeout(format!(
-                "members did not converge: (revision, applied index) = {seen:?}"
-            )));
+            let mut text =
+                format!("members did not converge: (revision, applied index) = {seen:?}");
+            // A member that is not answering says why in its log.
+            for (i, (revision, _)) in seen.iter().enumerate() {
+                if *revision < 0 {
+                    let state = match cluster.exit_status(i) {
+                        Some(status) => format!("exited ({status})"),
+                        None if cluster.is_running(i) => "running".to_string(),
+                        None => "not started".to_string(),
+                    };
+                    let log = cluster.log(i);
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    text.push_str(&format!("\n--- member {i}, {state}, last log lines ---\n"));
+                    for line in tail.iter().rev() {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                }
+            }
+            return Err(HarnessError::Timeout(text));
         }
         previous = Some(seen);
         tokio::time::sleep(Duration::from_millis(300)).await;
