@@ -236,13 +236,14 @@ impl StateMachine for KvStateMachine {
         Ok(self.store.sync().map_err(fatal)?.index)
     }
 
-    fn snapshot(&self) -> Result<bytes::Bytes, NodeError> {
-        // The whole image is held in memory while it is sent; streaming it
-        // in chunks is left for when stores outgrow memory.
-        Ok(bytes::Bytes::from(self.read_image()?))
+    fn snapshot(&self) -> Result<crate::node::SnapshotImage, NodeError> {
+        // One read transaction, opened here (it sees every batch applied so
+        // far, so the image covers the snapshot's index); the sender reads
+        // it in chunks on its own thread while batches go on applying.
+        Ok(Box::new(self.store.snapshot().map_err(fatal)?))
     }
 
-    fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError> {
+    fn restore(&mut self, image: &mut dyn std::io::Read) -> Result<Index, NodeError> {
         let meta = self.store.install_snapshot(image).map_err(fatal)?;
         self.members.load(&self.store).map_err(fatal)?;
         self.auth
@@ -255,16 +256,6 @@ impl StateMachine for KvStateMachine {
         self.clock_ms = outcomes::load_clock(&self.store).map_err(fatal)?;
         self.cluster_clock.observe(self.clock_ms);
         Ok(self.applied)
-    }
-}
-
-impl KvStateMachine {
-    fn read_image(&self) -> Result<Vec<u8>, NodeError> {
-        let mut image = Vec::new();
-        for chunk in self.store.snapshot().map_err(fatal)? {
-            image.extend_from_slice(&chunk.map_err(fatal)?);
-        }
-        Ok(image)
     }
 }
 

@@ -165,6 +165,11 @@ impl MemberDirectory {
         }
     }
 
+    /// The member this directory belongs to.
+    pub fn self_id(&self) -> NodeId {
+        self.self_id
+    }
+
     /// Every member, by id.
     pub fn list(&self) -> Vec<Member> {
         self.members

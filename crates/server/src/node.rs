@@ -15,11 +15,21 @@
 //! Everything that touches the disk runs on this one thread, in the order
 //! the persistence contract of `raftkv_raft` requires. Inputs are drained in
 //! batches between readies, so many proposals share one fsync.
+//!
+//! Snapshots never pass through this thread as bytes. A leader that must
+//! send one opens the state machine's image (a read transaction, no data
+//! read yet) and hands it to [`Transport::send_snapshot`] with a
+//! [`SnapshotDone`]; the transport streams it elsewhere and reports the end,
+//! which the driver passes to `RawNode::report_snapshot`. A follower's
+//! transport receives the image (to a file) and hands it in with
+//! [`NodeHandle::install_snapshot`]; the driver steps the InstallSnapshot
+//! message and, if the core accepts it, restores the state machine from the
+//! image.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -69,11 +79,70 @@ pub trait StateMachine: Send + 'static {
     fn persist(&mut self) -> Result<Index, NodeError>;
 
     /// A full image of the state, for a follower that fell behind the log.
-    fn snapshot(&self) -> Result<Bytes, NodeError>;
+    /// Called on the driver thread, so it must only open the image (fix
+    /// what it will contain, covering at least everything applied so far)
+    /// and leave reading it to whoever reads the returned stream, on
+    /// another thread, while the state machine goes on applying.
+    fn snapshot(&self) -> Result<SnapshotImage, NodeError>;
 
     /// Replaces the whole state with an image made by [`StateMachine::snapshot`],
-    /// durably; returns the applied index the image covers.
-    fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError>;
+    /// read from `image`, durably; returns the applied index the image covers.
+    /// On an error the node stops (the core has already moved its log to the
+    /// snapshot), so the image must have been checked whole beforehand.
+    fn restore(&mut self, image: &mut dyn std::io::Read) -> Result<Index, NodeError>;
+}
+
+/// A state machine image, read as a byte stream off the driver thread.
+pub type SnapshotImage = Box<dyn std::io::Read + Send>;
+
+/// Reports a snapshot's end: {member, delivered}.
+type SnapshotReportFn = Arc<dyn Fn(NodeId, bool) + Send + Sync>;
+
+/// How a snapshot handed to [`Transport::send_snapshot`] ended, reported
+/// once to the driver (which passes it to `RawNode::report_snapshot`).
+/// Dropping it unreported reports a failure, so a transfer that is lost on
+/// any path never leaves the leader waiting for it forever.
+pub struct SnapshotDone {
+    to: NodeId,
+    report: Option<SnapshotReportFn>,
+}
+
+impl SnapshotDone {
+    /// The follower the snapshot goes to.
+    pub fn to(&self) -> NodeId {
+        self.to
+    }
+
+    /// Reports the end: `delivered` if the follower took the snapshot (it
+    /// answered after installing it, or found it needed it no more).
+    pub fn finished(mut self, delivered: bool) {
+        if let Some(report) = self.report.take() {
+            report(self.to, delivered);
+        }
+    }
+
+    /// Reports nothing: a transfer to the same follower is already under
+    /// way and its report stands for this one too (the core tracks one
+    /// snapshot per follower, not which one).
+    pub fn superseded(mut self) {
+        self.report = None;
+    }
+}
+
+impl Drop for SnapshotDone {
+    fn drop(&mut self) {
+        if let Some(report) = self.report.take() {
+            report(self.to, false);
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotDone")
+            .field("to", &self.to)
+            .finish()
+    }
 }
 
 /// A committed proposal handed to the state machine.
@@ -95,6 +164,13 @@ pub struct Committed<'a> {
 pub trait Transport: Send + 'static {
     /// Queues messages for their recipients.
     fn send(&mut self, messages: Vec<Message>);
+
+    /// Sends `message` (an `InstallSnapshot` whose data is empty) with the
+    /// state machine's `image` to `message.to`, off the driver thread, and
+    /// reports the end through `done`. Must not block: reading the image
+    /// and sending it happen elsewhere. The recipient hands both to its
+    /// driver with [`NodeHandle::install_snapshot`].
+    fn send_snapshot(&mut self, message: Message, image: SnapshotImage, done: SnapshotDone);
 }
 
 /// What the driver reports about itself.
@@ -153,6 +229,21 @@ pub enum Input<O> {
     HandOverLeadership(oneshot::Sender<Option<NodeId>>),
     /// A message from a peer.
     Step(Message),
+    /// An `InstallSnapshot` message from the leader with the image it goes
+    /// with, received in full and checked. The answer says whether the
+    /// image was installed (false: the snapshot was not needed, or refused
+    /// as stale).
+    Snapshot {
+        /// The message (its snapshot data is empty).
+        message: Message,
+        /// The image.
+        image: SnapshotImage,
+        /// Where the answer goes, once the image is durable (or dropped).
+        reply: oneshot::Sender<Result<bool, NodeError>>,
+    },
+    /// A snapshot transfer ended (see [`SnapshotDone`]); the report itself
+    /// waits beside the queue, so it is never lost to a full one.
+    Wake,
     /// The transport could not reach a peer.
     Unreachable(NodeId),
     /// One tick of the logical clock.
@@ -294,6 +385,22 @@ impl<O: Send + 'static> NodeHandle<O> {
         self.inputs.try_send(Input::Step(message)).is_ok()
     }
 
+    /// Hands in a snapshot received from the leader: steps its message and,
+    /// if the Raft core takes the snapshot, restores the state machine from
+    /// `image`. Returns whether the image was installed.
+    pub async fn install_snapshot(
+        &self,
+        message: Message,
+        image: SnapshotImage,
+    ) -> Result<bool, NodeError> {
+        self.call(|reply| Input::Snapshot {
+            message,
+            image,
+            reply,
+        })
+        .await
+    }
+
     /// Reports a peer the transport could not reach (never waits).
     pub fn report_unreachable(&self, peer: NodeId) {
         let _ = self.inputs.try_send(Input::Unreachable(peer));
@@ -356,6 +463,18 @@ pub fn start<SM: StateMachine, T: Transport>(
         shared: shared.clone(),
     };
     let ticker = handle.sender();
+    let snapshot_reports: Arc<Mutex<Vec<(NodeId, bool)>>> = Arc::default();
+    let reports = snapshot_reports.clone();
+    let wake = handle.sender();
+    let snapshot_report: SnapshotReportFn = Arc::new(move |to, delivered| {
+        reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((to, delivered));
+        // A full queue means the driver is busy and looks at the reports
+        // at the end of its batch anyway.
+        let _ = wake.try_send(Input::Wake);
+    });
     let tick = options.tick;
     // A heartbeat answered later than an election timeout is not a round
     // trip worth reporting (it was lost, and a later one answered).
@@ -395,6 +514,9 @@ pub fn start<SM: StateMachine, T: Transport>(
         catch_up_entries: options.catch_up_entries,
         metrics: options.metrics,
         round_trips: RoundTrips::new(round_trip_max),
+        snapshot_reports,
+        snapshot_report,
+        incoming_image: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("raft-node-{:x}", options.raft.id))
@@ -519,6 +641,13 @@ struct Driver<SM: StateMachine, T> {
     catch_up_entries: u64,
     metrics: Arc<NodeMetrics>,
     round_trips: RoundTrips,
+    /// Ends of snapshot transfers, waiting for `RawNode::report_snapshot`.
+    snapshot_reports: Arc<Mutex<Vec<(NodeId, bool)>>>,
+    /// What each [`SnapshotDone`] reports through.
+    snapshot_report: SnapshotReportFn,
+    /// The image received with the InstallSnapshot message being stepped,
+    /// with that snapshot's index and term.
+    incoming_image: Option<(Index, Term, SnapshotImage)>,
 }
 
 /// Peer round trips, timed from a heartbeat to its answer: the one request
@@ -587,19 +716,20 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             let Some(first) = inputs.blocking_recv() else {
                 return Ok(());
             };
-            if !self.handle(first) {
+            if !self.handle(first)? {
                 return self.drain_ready();
             }
             for _ in 0..INPUT_BATCH_MAX {
                 match inputs.try_recv() {
                     Ok(input) => {
-                        if !self.handle(input) {
+                        if !self.handle(input)? {
                             return self.drain_ready();
                         }
                     }
                     Err(_) => break,
                 }
             }
+            self.take_snapshot_reports();
             self.request_read_index();
             self.drain_ready()?;
             // A round that just ended lets the reads queued behind it go at once.
@@ -610,7 +740,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     }
 
     /// Handles one input; returns false on `Stop`.
-    fn handle(&mut self, input: Input<SM::Output>) -> bool {
+    fn handle(&mut self, input: Input<SM::Output>) -> Result<bool, NodeError> {
         match input {
             Input::Propose { payload, reply } => {
                 let id = self.next_proposal_id;
@@ -642,11 +772,28 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 let _ = reply.send(self.raw.transfer_leader(target).map_err(NodeError::from));
             }
             Input::Step(message) => {
+                if is_snapshot_without_image(&message) {
+                    // Images come through `Input::Snapshot`; stepping this
+                    // one would make the core take a snapshot the state
+                    // machine has nothing to restore from.
+                    tracing::warn!(
+                        id = self.id,
+                        from = message.from,
+                        "snapshot message without its image refused"
+                    );
+                    return Ok(true);
+                }
                 self.round_trips.received(&message, &self.metrics);
                 if let Err(err) = self.raw.step(message) {
                     tracing::debug!(id = self.id, %err, "peer message refused");
                 }
             }
+            Input::Snapshot {
+                message,
+                image,
+                reply,
+            } => self.receive_snapshot(message, image, reply)?,
+            Input::Wake => {}
             Input::HandOverLeadership(reply) => {
                 let _ = reply.send(self.hand_over_leadership());
             }
@@ -673,9 +820,63 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                         .unwrap_or_default(),
                 });
             }
-            Input::Stop => return false,
+            Input::Stop => return Ok(false),
         }
-        true
+        Ok(true)
+    }
+
+    /// Passes the ends of snapshot transfers to the core: a failure lets it
+    /// send a new snapshot later (the transport spaced the report out with
+    /// its backoff), a delivery lets it probe the follower again.
+    fn take_snapshot_reports(&mut self) {
+        let reports = std::mem::take(
+            &mut *self
+                .snapshot_reports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (to, delivered) in reports {
+            tracing::debug!(id = self.id, to, delivered, "snapshot transfer ended");
+            self.raw.report_snapshot(to, delivered);
+        }
+    }
+
+    /// A snapshot received in full: its message is stepped at once, with
+    /// the image waiting in `incoming_image` for the Ready that installs
+    /// it, and answered once that Ready is through (the install durable).
+    fn receive_snapshot(
+        &mut self,
+        message: Message,
+        image: SnapshotImage,
+        reply: oneshot::Sender<Result<bool, NodeError>>,
+    ) -> Result<(), NodeError> {
+        let MessageBody::InstallSnapshot { snapshot } = &message.body else {
+            let _ = reply.send(Err(NodeError::Fatal(
+                "a snapshot image came with a message of another kind".into(),
+            )));
+            return Ok(());
+        };
+        let (index, term) = (snapshot.meta.index, snapshot.meta.term);
+        // Whatever earlier inputs made ready goes first, so the only Ready
+        // that can carry a snapshot below is this message's.
+        self.drain_ready()?;
+        self.incoming_image = Some((index, term, image));
+        if let Err(err) = self.raw.step(message) {
+            tracing::debug!(id = self.id, %err, "snapshot message refused");
+        }
+        let result = self.drain_ready();
+        // The install takes the image; one left over was not needed.
+        let installed = self.incoming_image.take().is_none();
+        match result {
+            Ok(()) => {
+                let _ = reply.send(Ok(installed));
+                Ok(())
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err.clone()));
+                Err(err)
+            }
+        }
     }
 
     fn hand_over_leadership(&mut self) -> Option<NodeId> {
@@ -753,7 +954,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             self.install_snapshot(snapshot)?;
         }
         // The leader's appends may leave while its own disk write runs.
-        let messages = self.attach_snapshots(ready.messages)?;
+        let messages = self.route_snapshots(ready.messages)?;
         self.round_trips.sending(&messages);
         self.transport.send(messages);
         if !ready.entries.is_empty() {
@@ -765,7 +966,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if ready.must_sync {
             self.sync_wal()?;
         }
-        let persisted_messages = self.attach_snapshots(ready.persisted_messages)?;
+        let persisted_messages = self.route_snapshots(ready.persisted_messages)?;
         self.round_trips.sending(&persisted_messages);
         self.transport.send(persisted_messages);
         self.apply(&ready.committed_entries)?;
@@ -972,11 +1173,28 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     /// the WAL records that the log now starts after it.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
         let meta = &snapshot.meta;
-        let covered = self.state_machine.restore(&snapshot.data)?;
+        let started = Instant::now();
+        let covered = match self.incoming_image.take() {
+            Some((index, term, mut image)) if index == meta.index && term == meta.term => {
+                self.state_machine.restore(&mut image)?
+            }
+            other => {
+                self.incoming_image = other;
+                // A member of an older version sends the image inline.
+                if snapshot.data.is_empty() {
+                    return Err(NodeError::Fatal(format!(
+                        "snapshot {}/{} was accepted without its image",
+                        meta.index, meta.term
+                    )));
+                }
+                self.state_machine.restore(&mut snapshot.data.as_ref())?
+            }
+        };
         tracing::info!(
             id = self.id,
             index = meta.index,
             covered,
+            took_ms = started.elapsed().as_millis() as u64,
             "installed a snapshot from the leader"
         );
         self.snapshots.save(&Snapshot {
@@ -994,25 +1212,34 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     }
 
     /// The core names a snapshot in `InstallSnapshot`; its data is the
-    /// state machine's image. The image may cover more than the snapshot's
-    /// index: the follower then skips the entries it already has applied.
-    fn attach_snapshots(&mut self, mut messages: Vec<Message>) -> Result<Vec<Message>, NodeError> {
-        for msg in &mut messages {
-            if let MessageBody::InstallSnapshot { snapshot } = &mut msg.body {
-                snapshot.data = self.state_machine.snapshot()?;
+    /// state machine's image, which goes to the transport's snapshot path
+    /// with the message (opened here, read and sent elsewhere), never
+    /// inline. The image may cover more than the snapshot's index: the
+    /// follower then skips the entries it already has applied. The core
+    /// keeps the follower in Snapshot state (heartbeats only) until the
+    /// transport reports the end.
+    fn route_snapshots(&mut self, messages: Vec<Message>) -> Result<Vec<Message>, NodeError> {
+        let (snapshots, others): (Vec<Message>, Vec<Message>) = messages
+            .into_iter()
+            .partition(|msg| matches!(msg.body, MessageBody::InstallSnapshot { .. }));
+        for msg in snapshots {
+            let image = self.state_machine.snapshot()?;
+            if let MessageBody::InstallSnapshot { snapshot } = &msg.body {
                 tracing::info!(
                     id = self.id,
                     to = msg.to,
                     index = snapshot.meta.index,
-                    bytes = snapshot.data.len(),
+                    term = snapshot.meta.term,
                     "sending a snapshot"
                 );
-                // The transport owns delivery from here; if it is lost, the
-                // follower's next rejection brings the leader back to it.
-                self.raw.report_snapshot(msg.to, true);
             }
+            let done = SnapshotDone {
+                to: msg.to,
+                report: Some(self.snapshot_report.clone()),
+            };
+            self.transport.send_snapshot(msg, image, done);
         }
-        Ok(messages)
+        Ok(others)
     }
 
     /// Every `snapshot_count` applied entries, makes the state machine
@@ -1085,6 +1312,12 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             let _ = reply.send(Err(err.clone()));
         }
     }
+}
+
+/// An InstallSnapshot message that carries no image (images travel beside
+/// their message, see [`Input::Snapshot`]).
+fn is_snapshot_without_image(message: &Message) -> bool {
+    matches!(&message.body, MessageBody::InstallSnapshot { snapshot } if snapshot.data.is_empty())
 }
 
 /// An index or count as a gauge value (they stay far below `i64::MAX`).

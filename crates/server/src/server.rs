@@ -29,6 +29,7 @@ use crate::node::{self, NodeHandle, NodeOptions};
 use crate::outcomes::ClusterClock;
 use crate::peer::dial::PeerDialer;
 use crate::peer::service::PeerService;
+use crate::peer::snapshot::SnapshotReceiver;
 use crate::peer::transport::{PeerTransport, UnreachableReport};
 use crate::replicated::Outcome;
 use crate::watch::WatchHub;
@@ -70,6 +71,8 @@ pub enum ServerError {
 pub const MEMBER_DIR: &str = "member";
 /// The key-value store's file inside the member folder.
 pub const STORE_FILE: &str = "kv.redb";
+/// Where snapshots from the leader are received, inside the member folder.
+pub const SNAPSHOT_INCOMING_DIR: &str = "snap-incoming";
 
 /// Entries kept below a compaction point for followers that lag a little
 /// (etcd keeps 5000; never more than `--snapshot-count` here).
@@ -124,10 +127,25 @@ fn serve_peers(
     if config.listen_peer.is_empty() {
         return Err(ServerError::Unsupported("no peer URL to listen on".into()));
     }
+    let member_dir = config.data_dir.join(MEMBER_DIR);
+    let incoming = member_dir.join(SNAPSHOT_INCOMING_DIR);
+    let snapshots = SnapshotReceiver::open(
+        config.cluster_id,
+        &incoming,
+        // A bound on what a peer can make this member write: the image is
+        // the store's logical content, which the quota bounds (a store may
+        // pass its quota a little before the alarm stops writes).
+        config.quota_backend_bytes.saturating_mul(2),
+    )
+    .map_err(|source| ServerError::DataDir {
+        path: incoming,
+        source,
+    })?;
     let service = PeerServer::new(PeerService::new(
         config.cluster_id,
         ctx.node.clone(),
         ctx.members.clone(),
+        Arc::new(snapshots),
     ))
     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let peer_ctx = ServiceContext {
@@ -697,7 +715,7 @@ fn gateway_body_bytes_max(max_request_bytes: u64) -> usize {
 
 /// An error with its sources, as one line (tonic's transport errors say
 /// only "transport error" at the top).
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use raftkv_raft::{ConfChange, ConfState, Config, Index, Message, NodeId, Role};
 use raftkv_server::error::NodeError;
-use raftkv_server::node::{self, Committed, NodeHandle, NodeOptions, StateMachine, Transport};
+use raftkv_server::node::{
+    self, Committed, NodeHandle, NodeOptions, SnapshotDone, SnapshotImage, StateMachine, Transport,
+};
 
 /// `(index, payload)` of each applied proposal.
 type AppliedLog = Arc<Mutex<Vec<(Index, Vec<u8>)>>>;
@@ -55,12 +57,15 @@ impl StateMachine for Recorder {
         Ok(self.last)
     }
 
-    fn snapshot(&self) -> Result<Bytes, NodeError> {
-        Ok(Bytes::from(self.encode()?))
+    fn snapshot(&self) -> Result<SnapshotImage, NodeError> {
+        Ok(Box::new(std::io::Cursor::new(self.encode()?)))
     }
 
-    fn restore(&mut self, image: &[u8]) -> Result<Index, NodeError> {
+    fn restore(&mut self, image: &mut dyn std::io::Read) -> Result<Index, NodeError> {
         let bad = || NodeError::Fatal("bad image".into());
+        let mut bytes = Vec::new();
+        image.read_to_end(&mut bytes).map_err(|_| bad())?;
+        let image = bytes.as_slice();
         let u64_at = |at: usize| -> Result<u64, NodeError> {
             let bytes = image.get(at..at + 8).ok_or_else(bad)?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| bad())?))
@@ -101,8 +106,10 @@ impl Recorder {
 type Peers = Arc<Mutex<BTreeMap<NodeId, NodeHandle<Index>>>>;
 
 /// Routes messages to the other drivers' queues; a stopped peer loses them.
+/// Snapshots are read on a task and handed to the recipient's driver.
 struct ChannelTransport {
     peers: Peers,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport for ChannelTransport {
@@ -113,6 +120,28 @@ impl Transport for ChannelTransport {
                 peer.try_step(msg);
             }
         }
+    }
+
+    fn send_snapshot(&mut self, message: Message, mut image: SnapshotImage, done: SnapshotDone) {
+        let peer = self
+            .peers
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&message.to).cloned());
+        self.runtime.spawn(async move {
+            let Some(peer) = peer else {
+                return done.finished(false);
+            };
+            let mut bytes = Vec::new();
+            if std::io::Read::read_to_end(&mut image, &mut bytes).is_err() {
+                return done.finished(false);
+            }
+            let delivered = peer
+                .install_snapshot(message, Box::new(std::io::Cursor::new(bytes)))
+                .await
+                .is_ok();
+            done.finished(delivered);
+        });
     }
 }
 
@@ -149,6 +178,7 @@ fn start_compacting(
     let recorder = Recorder::default();
     let transport = ChannelTransport {
         peers: peers.clone(),
+        runtime: tokio::runtime::Handle::current(),
     };
     let (handle, thread) = node::start(
         options,

@@ -55,6 +55,15 @@ impl PeerDialer {
             .await
     }
 
+    /// Connects `endpoint` (made by [`PeerDialer::endpoint`], then tuned)
+    /// now.
+    pub async fn connect_endpoint(
+        &self,
+        endpoint: Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
+        endpoint.connect_with_connector(self.connector()).await
+    }
+
     /// A channel to `endpoint` that connects on first use.
     pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
         endpoint.connect_with_connector_lazy(self.connector())

@@ -23,8 +23,9 @@ use tokio::sync::mpsc;
 
 use super::codec;
 use super::dial::PeerDialer;
+use super::snapshot::SnapshotSender;
 use crate::members::MemberDirectory;
-use crate::node::Transport;
+use crate::node::{SnapshotDone, SnapshotImage, Transport};
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE_MESSAGES: usize = 4096;
@@ -45,6 +46,7 @@ pub struct PeerTransport {
     dialer: PeerDialer,
     /// The driver thread sends from outside the runtime.
     runtime: tokio::runtime::Handle,
+    snapshots: SnapshotSender,
 }
 
 impl PeerTransport {
@@ -56,13 +58,20 @@ impl PeerTransport {
         unreachable: UnreachableReport,
         dialer: PeerDialer,
     ) -> Self {
+        let runtime = tokio::runtime::Handle::current();
         Self {
             cluster_id,
             queues: HashMap::new(),
+            snapshots: SnapshotSender::new(
+                cluster_id,
+                members.clone(),
+                dialer.clone(),
+                runtime.clone(),
+            ),
             members,
             unreachable,
             dialer,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
         }
     }
 
@@ -103,6 +112,10 @@ impl Transport for PeerTransport {
                 (self.unreachable)(to);
             }
         }
+    }
+
+    fn send_snapshot(&mut self, message: Message, image: SnapshotImage, done: SnapshotDone) {
+        self.snapshots.send(message, image, done);
     }
 }
 
@@ -200,7 +213,11 @@ async fn stream_to(
                     if status.code() == tonic::Code::PermissionDenied {
                         return StreamEnd::Removed;
                     }
-                    tracing::debug!(peer = format!("{peer:x}"), %status, "peer stream failed");
+                    if super::service::is_refusal(status.code()) {
+                        tracing::warn!(peer = format!("{peer:x}"), %status, "peer refused a message");
+                    } else {
+                        tracing::debug!(peer = format!("{peer:x}"), %status, "peer stream failed");
+                    }
                 }
                 return StreamEnd::Broken;
             }
