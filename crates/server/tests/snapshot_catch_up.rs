@@ -214,6 +214,22 @@ fn log_after(member: &Member, from: u64) -> String {
         .into_owned()
 }
 
+/// Each member's log lines about elections, snapshots and trouble.
+fn notable_lines(members: &[Member]) -> String {
+    let notable = ["WARN", "ERROR", "leader", "campaign", "vote", "snapshot", "term"];
+    let mut out = String::new();
+    for member in members {
+        out.push_str(&format!("--- {}\n", member.name));
+        for line in log_after(member, 0).lines() {
+            if notable.iter().any(|word| line.contains(word)) && !line.contains("membership") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 fn log_len(member: &Member) -> u64 {
     std::fs::metadata(member.dir.join(format!("raftkv-{}.log", member.port))).map_or(0, |m| m.len())
 }
@@ -336,7 +352,8 @@ fn catch_up(away: Away, load_bytes: u64) -> Report {
         assert_eq!(
             (status.leader, status.raft_term),
             (leader_id, term),
-            "no leader change while the follower caught up"
+            "no leader change while the follower caught up; what the members logged:\n{}",
+            notable_lines(&members)
         );
     }
     let log = log_after(&members[leader], log_from);
