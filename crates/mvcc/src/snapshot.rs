@@ -17,19 +17,22 @@
 //!   tag 255 END  frames before it u64, crc32c over their crcs u32  (last)
 //! ```
 //!
-//! Every frame is checked, and END proves that nothing was cut or dropped. Installing is one
-//! redb transaction committed durably: the old state stays whole until the new one is.
+//! Every frame is checked, and END proves that nothing was cut or dropped. Installing builds
+//! a new file and swaps it in (see [`Store::install_snapshot`]): the old state stays whole
+//! until the new one is.
 //!
 //! Streams of the first format (magic "RKVSNAP1", written before changes were stored by
 //! revision) are still installed: the same frames, except that tag 2 carries key length u32,
 //! key, main i64, sub i64 and a record without the key (kind u8, then for a put create,
 //! version and lease i64 and the value), in strict (key, main, sub) order.
 
+use std::ffi::OsString;
 use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
 use std::sync::PoisonError;
 
-use redb::{Durability, ReadOnlyTable, ReadableTable};
+use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
 
 use crate::error::{MvccError, Result};
 use crate::index::KeyIndex;
@@ -267,6 +270,13 @@ impl Store {
 
     /// Replaces the whole state with the snapshot read from `r`, atomically and durably.
     /// On any error (I/O, checksum, truncation) the store is left as it was.
+    ///
+    /// The image is built into a new file beside the store (`<path>.install`) while reads
+    /// and writes go on, then renamed over the store and swapped in under the write gate, as
+    /// a defragmentation is. Built in place, in one transaction, the file had to hold the old
+    /// state and the new one at once (twice the store, and redb grows by doubling: a 1.1 GiB
+    /// image took a follower's file to 8 GiB and raised NOSPACE for the whole cluster), and
+    /// its one commit flushed the whole image at once.
     pub fn install_snapshot(&self, r: impl Read) -> Result<SnapshotMeta> {
         let mut r = io::BufReader::with_capacity(CHUNK_BYTES, r);
         let mut magic = [0u8; 8];
@@ -276,35 +286,77 @@ impl Store {
             MAGIC_V1 => Format::ByKey,
             _ => return Err(MvccError::Corruption("snapshot: bad magic".into())),
         };
-        let mut gate = self.write_gate();
-        // The batches applied so far are committed first: if the install fails, the store is
-        // left where the applied index says it is.
-        self.commit_pending(&mut gate)?;
-        let mut txn = self.db().begin_write()?;
-        txn.set_durability(Durability::Immediate);
         let installs = {
+            let txn = self.db().begin_read()?;
             let meta = txn.open_table(META)?;
-            crate::batch::meta_get(&meta, META_INSTALLS)? + 1
+            meta.get(META_INSTALLS)?.map_or(0, |v| v.value()) + 1
         };
-        txn.delete_table(KVS)?;
-        txn.delete_table(LEASES)?;
-        txn.delete_table(LEASE_KEYS)?;
-        txn.delete_table(AUX)?;
-        txn.delete_table(META)?;
-        let (meta, index) = install_frames(&txn, &mut r, format, installs)?;
+        let path = self.config.path.clone();
+        let tmp = install_path(&path);
+        remove_if_exists(&tmp)?;
+        let built = Database::builder()
+            .set_cache_size(self.config.cache_size_bytes)
+            .create(&tmp)
+            .map_err(MvccError::from)
+            .and_then(|fresh| {
+                let (meta, index) = install_frames(&fresh, &mut r, format, installs)?;
+                Ok((fresh, meta, index))
+            });
+        let (fresh, meta, index) = match built {
+            Ok(built) => built,
+            Err(err) => {
+                if let Err(cleanup) = remove_if_exists(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %cleanup, "cannot remove an unfinished snapshot install");
+                }
+                return Err(err);
+            }
+        };
+        let mut gate = self.write_gate();
+        // The batches applied so far are committed first: they belong to the old file, and
+        // if the swap fails the store is left where the applied index says it is.
+        self.commit_pending(&mut gate)?;
         // Readers find the index and the file changed together: one that began on the old
         // file and reads the new index (or the reverse) is told to read again.
         let mut current_index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        txn.commit()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        self.swap_db(fresh);
         *current_index = index;
         drop(current_index);
         self.bump_generation();
+        drop(gate);
         tracing::info!(
             revision = meta.revision,
             applied_index = meta.applied.index,
             "snapshot installed"
         );
         Ok(meta)
+    }
+}
+
+/// Where an image is built before it replaces the store.
+fn install_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".install");
+    PathBuf::from(name)
+}
+
+/// Removes a half-built file left by a crash (or a failed run) of an install.
+pub(crate) fn remove_leftover(path: &Path) -> Result<()> {
+    let tmp = install_path(path);
+    if remove_if_exists(&tmp)? {
+        tracing::warn!(path = %tmp.display(), "removed an unfinished snapshot install");
+    }
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -413,26 +465,59 @@ fn change_of_v1(f: &mut Fields<'_>) -> Result<ChangeOfV1> {
     Ok(((key, main, sub), record))
 }
 
-/// Writes the frames of `r` into the emptied tables of `txn`; returns what the snapshot
-/// describes and the key index of the state installed.
+/// Frame bytes written to a new file between its commits while an image is installed. The
+/// file is not the store until it is complete, so each commit may be durable: the disk then
+/// takes the image in steady steps, not in one flush of the whole of it at the end (which,
+/// on a disk shared with other members, held their log syncs for seconds).
+const INSTALL_COMMIT_BYTES: usize = 64 << 20;
+
+/// What reading the frames of a stream has found so far.
+#[derive(Default)]
+struct FramesRead {
+    meta: Option<SnapshotMeta>,
+    frames: u64,
+    crc_of_crcs: u32,
+    prev_by_revision: Option<(i64, i64)>,
+    prev_by_key: Option<(Vec<u8>, i64, i64)>,
+    payload: Vec<u8>,
+    ended: bool,
+}
+
+/// Writes the frames of `r` into the new database `db`, committing durably every
+/// [`INSTALL_COMMIT_BYTES`]; returns what the snapshot describes and the key index of the
+/// state installed.
 fn install_frames(
-    txn: &redb::WriteTransaction,
+    db: &Database,
     r: &mut impl Read,
     format: Format,
     installs: u64,
 ) -> Result<(SnapshotMeta, KeyIndex)> {
+    let mut read = FramesRead::default();
+    loop {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        install_some_frames(&txn, r, format, &mut read)?;
+        if read.ended {
+            let found = finish_install(&txn, read, installs)?;
+            txn.commit()?;
+            return Ok(found);
+        }
+        txn.commit()?;
+    }
+}
+
+/// Reads frames of `r` into `txn` until [`INSTALL_COMMIT_BYTES`] or the END frame.
+fn install_some_frames(
+    txn: &redb::WriteTransaction,
+    r: &mut impl Read,
+    format: Format,
+    read: &mut FramesRead,
+) -> Result<()> {
     let mut kvs = txn.open_table(KVS)?;
     let mut leases = txn.open_table(LEASES)?;
-    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut aux = txn.open_table(AUX)?;
-    let mut meta_t = txn.open_table(META)?;
-    let mut meta: Option<SnapshotMeta> = None;
-    let mut frames = 0u64;
-    let mut crc_of_crcs = 0u32;
-    let mut prev_by_revision: Option<(i64, i64)> = None;
-    let mut prev_by_key: Option<(Vec<u8>, i64, i64)> = None;
-    let mut payload = Vec::new();
-    loop {
+    let mut written = 0usize;
+    while written < INSTALL_COMMIT_BYTES {
         let mut head = [0u8; 5];
         read_exact(r, &mut head)?;
         let tag = head[0];
@@ -440,21 +525,26 @@ fn install_frames(
         if len > FRAME_BYTES_MAX {
             return Err(corrupt("frame too large"));
         }
+        let payload = &mut read.payload;
         payload.resize(len, 0);
-        read_exact(r, &mut payload)?;
+        read_exact(r, payload)?;
+        written += len;
         let mut crc_b = [0u8; 4];
         read_exact(r, &mut crc_b)?;
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &payload);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), payload);
         if crc != u32::from_le_bytes(crc_b) {
-            return Err(corrupt(&format!("checksum mismatch in frame {frames}")));
+            return Err(corrupt(&format!(
+                "checksum mismatch in frame {}",
+                read.frames
+            )));
         }
-        let mut f = Fields(&payload);
-        if tag != TAG_META && meta.is_none() {
+        let mut f = Fields(payload);
+        if tag != TAG_META && read.meta.is_none() {
             return Err(corrupt("first frame is not META"));
         }
         match tag {
-            TAG_META if meta.is_none() => {
-                meta = Some(SnapshotMeta {
+            TAG_META if read.meta.is_none() => {
+                read.meta = Some(SnapshotMeta {
                     revision: f.i64()?,
                     compact_revision: f.i64()?,
                     applied: AppliedIndex {
@@ -466,21 +556,21 @@ fn install_frames(
             TAG_KV if format == Format::ByRevision => {
                 let revision = (f.i64()?, f.i64()?);
                 decode_record(revision.0, f.0, false)?;
-                if prev_by_revision.is_some_and(|p| p >= revision) {
+                if read.prev_by_revision.is_some_and(|p| p >= revision) {
                     return Err(corrupt("changes out of order"));
                 }
                 kvs.insert(revision, f.0)?;
-                prev_by_revision = Some(revision);
+                read.prev_by_revision = Some(revision);
             }
             TAG_KV => {
                 let (this, record) = change_of_v1(&mut f)?;
-                if prev_by_key.as_ref().is_some_and(|p| *p >= this) {
+                if read.prev_by_key.as_ref().is_some_and(|p| *p >= this) {
                     return Err(corrupt("history out of order"));
                 }
                 if kvs.insert((this.1, this.2), record.as_slice())?.is_some() {
                     return Err(corrupt("two changes at one revision"));
                 }
-                prev_by_key = Some(this);
+                read.prev_by_key = Some(this);
             }
             TAG_LEASE => {
                 let id = f.i64()?;
@@ -499,17 +589,31 @@ fn install_frames(
             TAG_END => {
                 let n = f.u64()?;
                 let c = f.u32()?;
-                if n != frames || c != crc_of_crcs {
+                if n != read.frames || c != read.crc_of_crcs {
                     return Err(corrupt("frame count or checksum of checksums mismatch"));
                 }
-                break;
+                read.ended = true;
+                return Ok(());
             }
             t => return Err(corrupt(&format!("unexpected frame tag {t}"))),
         }
-        frames += 1;
-        crc_of_crcs = crc32c::crc32c_append(crc_of_crcs, &crc.to_le_bytes());
+        read.frames += 1;
+        read.crc_of_crcs = crc32c::crc32c_append(read.crc_of_crcs, &crc.to_le_bytes());
     }
-    let meta = meta.ok_or_else(|| corrupt("no META frame"))?;
+    Ok(())
+}
+
+/// Checks what the stream described against what it held, and writes the tables derived
+/// from the changes (the lease keys, the counters).
+fn finish_install(
+    txn: &redb::WriteTransaction,
+    read: FramesRead,
+    installs: u64,
+) -> Result<(SnapshotMeta, KeyIndex)> {
+    let kvs = txn.open_table(KVS)?;
+    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    let mut meta_t = txn.open_table(META)?;
+    let meta = read.meta.ok_or_else(|| corrupt("no META frame"))?;
     if meta.revision < 1 || meta.compact_revision < 0 || meta.compact_revision > meta.revision {
         return Err(corrupt("bad revisions in META"));
     }

@@ -208,6 +208,7 @@ impl Store {
     pub fn open(config: Config) -> Result<Store> {
         config.validate()?;
         crate::defrag::remove_leftover(&config.path)?;
+        crate::snapshot::remove_leftover(&config.path)?;
         let db = Database::builder()
             .set_cache_size(config.cache_size_bytes)
             .create(&config.path)?;

@@ -650,7 +650,14 @@ async fn next_chunk(
 struct PartFile {
     path: PathBuf,
     file: Option<std::fs::File>,
+    /// Bytes written since the last sync.
+    unsynced: usize,
 }
+
+/// Bytes a receiver writes before it syncs them: the disk takes the image
+/// in steady steps instead of one flush of all of it at the end, which on a
+/// disk shared with other members held their log syncs for seconds.
+const RECEIVE_SYNC_BYTES: usize = 32 << 20;
 
 impl PartFile {
     async fn create(path: PathBuf) -> Result<Self, SnapshotError> {
@@ -666,14 +673,23 @@ impl PartFile {
         Ok(Self {
             path,
             file: Some(file),
+            unsynced: 0,
         })
     }
 
     /// Appends a chunk (on a blocking thread: the disk may be slow).
     async fn write(&mut self, data: Vec<u8>) -> Result<(), SnapshotError> {
         let mut file = self.take()?;
+        self.unsynced += data.len();
+        let sync = self.unsynced >= RECEIVE_SYNC_BYTES;
+        if sync {
+            self.unsynced = 0;
+        }
         let (file, result) = tokio::task::spawn_blocking(move || {
-            let result = file.write_all(&data);
+            let mut result = file.write_all(&data);
+            if sync && result.is_ok() {
+                result = file.sync_data();
+            }
             (file, result)
         })
         .await
