@@ -22,8 +22,7 @@
 //! leaves either the old file whole at `path` (the leftover `.defrag` file is removed at the
 //! next open) or the new one, durable before the rename.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -32,6 +31,7 @@ use redb::{
 
 use crate::error::Result;
 use crate::layout::{AUX, KVS, LEASES, LEASE_KEYS, META};
+use crate::rebuild::{remove_if_exists, Rebuild};
 use crate::store::{lock, Store};
 
 /// What a defragmentation did.
@@ -49,30 +49,6 @@ pub struct DefragReport {
     pub elapsed: Duration,
 }
 
-/// Where the new file is built.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(".defrag");
-    PathBuf::from(name)
-}
-
-/// Removes a half-built file left by a crash (or a failed run) of a defragmentation.
-pub(crate) fn remove_leftover(path: &Path) -> Result<()> {
-    let tmp = temp_path(path);
-    if remove_if_exists(&tmp)? {
-        tracing::warn!(path = %tmp.display(), "removed an unfinished defragmentation file");
-    }
-    Ok(())
-}
-
-fn remove_if_exists(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl Store {
     /// Rewrites the store's file without free space (see the module doc). Reads go on
     /// throughout; writes go on too unless they race the copy, in which case they wait for
@@ -81,7 +57,7 @@ impl Store {
         let _one = lock(&self.defrag_gate);
         let started = Instant::now();
         let path = self.config.path.clone();
-        let tmp = temp_path(&path);
+        let tmp = Rebuild::Defragment.path(&path);
         let before_bytes = std::fs::metadata(&path)?.len();
         let (generation, txn) = {
             let mut gate = self.write_gate();
@@ -97,11 +73,7 @@ impl Store {
             let txn = self.begin_read_gated(&mut gate)?;
             (fresh, records) = self.copy_to(&txn, &tmp)?;
         }
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        self.swap_db(fresh);
+        self.replace_with(&tmp, fresh)?;
         drop(gate);
         let report = DefragReport {
             before_bytes,

@@ -44,6 +44,7 @@ mod index;
 pub mod key_range;
 mod layout;
 mod read;
+mod rebuild;
 pub mod snapshot;
 pub mod store;
 mod txn;

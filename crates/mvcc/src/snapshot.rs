@@ -26,9 +26,7 @@
 //! key, main i64, sub i64 and a record without the key (kind u8, then for a put create,
 //! version and lease i64 and the value), in strict (key, main, sub) order.
 
-use std::ffi::OsString;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 
 use std::sync::PoisonError;
 
@@ -42,6 +40,7 @@ use crate::layout::{
     META_REV,
 };
 use crate::read::KvsKey;
+use crate::rebuild::{remove_if_exists, Rebuild};
 use crate::store::Store;
 use crate::types::{AppliedIndex, KeyValue};
 
@@ -289,10 +288,9 @@ impl Store {
         let installs = {
             let txn = self.db().begin_read()?;
             let meta = txn.open_table(META)?;
-            meta.get(META_INSTALLS)?.map_or(0, |v| v.value()) + 1
+            crate::batch::meta_get(&meta, META_INSTALLS)? + 1
         };
-        let path = self.config.path.clone();
-        let tmp = install_path(&path);
+        let tmp = Rebuild::Install.path(&self.config.path);
         remove_if_exists(&tmp)?;
         let built = Database::builder()
             .set_cache_size(self.config.cache_size_bytes)
@@ -318,11 +316,7 @@ impl Store {
         // Readers find the index and the file changed together: one that began on the old
         // file and reads the new index (or the reverse) is told to read again.
         let mut current_index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        std::fs::rename(&tmp, &path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        self.swap_db(fresh);
+        self.replace_with(&tmp, fresh)?;
         *current_index = index;
         drop(current_index);
         self.bump_generation();
@@ -333,30 +327,6 @@ impl Store {
             "snapshot installed"
         );
         Ok(meta)
-    }
-}
-
-/// Where an image is built before it replaces the store.
-fn install_path(path: &Path) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(".install");
-    PathBuf::from(name)
-}
-
-/// Removes a half-built file left by a crash (or a failed run) of an install.
-pub(crate) fn remove_leftover(path: &Path) -> Result<()> {
-    let tmp = install_path(path);
-    if remove_if_exists(&tmp)? {
-        tracing::warn!(path = %tmp.display(), "removed an unfinished snapshot install");
-    }
-    Ok(())
-}
-
-fn remove_if_exists(path: &Path) -> Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -207,8 +207,7 @@ impl Store {
     /// Opens (or creates) the store. A new store is at revision 1 with applied index 0.
     pub fn open(config: Config) -> Result<Store> {
         config.validate()?;
-        crate::defrag::remove_leftover(&config.path)?;
-        crate::snapshot::remove_leftover(&config.path)?;
+        crate::rebuild::remove_leftovers(&config.path)?;
         let db = Database::builder()
             .set_cache_size(config.cache_size_bytes)
             .create(&config.path)?;
