@@ -17,8 +17,8 @@ use crate::error::{MvccError, Result};
 use crate::index::{Generation, KeyIndex};
 use crate::key_range::KeyRange;
 use crate::layout::{
-    encode_put, encode_tombstone, AUX, KVS, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
-    META_APPLIED_TERM, META_COMPACT, META_INSTALLS, META_REV,
+    encode_tombstone, store_put, ValuesKey, AUX, KVS, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX,
+    META_APPLIED_TERM, META_COMPACT, META_INSTALLS, META_REV, VALUES,
 };
 use crate::read::{KvsKey, View};
 use crate::types::{
@@ -37,6 +37,14 @@ pub(crate) fn to_rev(v: u64) -> Result<i64> {
 }
 
 type KvsTable<'t> = Table<'t, KvsKey, &'static [u8]>;
+type ValuesTable<'t> = Table<'t, ValuesKey, &'static [u8]>;
+
+/// One change to store: a put (the kv written and what it makes of its key), or the
+/// deletion of a key.
+enum Change<'a> {
+    Put(&'a KeyValue, Generation),
+    Delete(&'a [u8]),
+}
 
 /// Writes applied in one redb transaction. Obtained from [`crate::Store::apply`].
 ///
@@ -47,6 +55,7 @@ type KvsTable<'t> = Table<'t, KvsKey, &'static [u8]>;
 /// since readers of older transactions may still need what it drops.
 pub struct Batch<'t> {
     pub(crate) kvs: KvsTable<'t>,
+    pub(crate) values: ValuesTable<'t>,
     pub(crate) index: &'t RwLock<KeyIndex>,
     pub(crate) leases: Table<'t, i64, i64>,
     pub(crate) lease_keys: Table<'t, (i64, &'static [u8]), ()>,
@@ -88,6 +97,7 @@ impl<'t> Batch<'t> {
         let installs = meta_get(&meta, META_INSTALLS)?;
         Ok(Batch {
             kvs: txn.open_table(KVS)?,
+            values: txn.open_table(VALUES)?,
             index,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
@@ -158,9 +168,10 @@ impl<'t> Batch<'t> {
     }
 
     /// A read view that sees this batch's writes.
-    pub(crate) fn view(&self) -> View<'_, KvsTable<'t>> {
+    pub(crate) fn view(&self) -> View<'_, KvsTable<'t>, ValuesTable<'t>> {
         View {
             kvs: &self.kvs,
+            values: &self.values,
             index: self.index,
             current: self.writing_rev_if_changed(),
             compact: self.compact,
@@ -168,15 +179,20 @@ impl<'t> Batch<'t> {
         }
     }
 
-    /// Stores one change: the record in `kvs`, then its revision in the key index.
-    fn store_change(
-        &mut self,
-        key: &[u8],
-        (main, sub): KvsKey,
-        record: &[u8],
-        put: Option<Generation>,
-    ) -> Result<()> {
-        self.kvs.insert((main, sub), record)?;
+    /// Stores one change: a put's record in `kvs` (and its value's chunks in `values`) or a
+    /// tombstone, then its revision in the key index.
+    fn store_change(&mut self, (main, sub): KvsKey, change: Change<'_>) -> Result<()> {
+        let (key, put) = match change {
+            Change::Put(kv, generation) => {
+                store_put(&mut self.kvs, &mut self.values, (main, sub), kv)?;
+                (kv.key.as_slice(), Some(generation))
+            }
+            Change::Delete(key) => {
+                self.kvs
+                    .insert((main, sub), encode_tombstone(key).as_slice())?;
+                (key, None)
+            }
+        };
         self.index_changed = true;
         self.index
             .write()
@@ -426,7 +442,7 @@ impl<'t> Batch<'t> {
             version,
             lease,
         };
-        self.store_change(key, (main, sub), &encode_put(&kv), Some(generation))?;
+        self.store_change((main, sub), Change::Put(&kv, generation))?;
         if prev_lease != lease {
             if prev_lease != 0 {
                 self.lease_keys.remove((prev_lease, key))?;
@@ -466,7 +482,7 @@ impl<'t> Batch<'t> {
         for kv in &victims {
             let key = kv.key.as_slice();
             let sub = self.sub;
-            self.store_change(key, (main, sub), &encode_tombstone(key), None)?;
+            self.store_change((main, sub), Change::Delete(key))?;
             if kv.lease != 0 {
                 self.lease_keys.remove((kv.lease, key))?;
             }

@@ -4,7 +4,8 @@
 //! not even that if it is a tombstone; everything above `C` is untouched. Reads at
 //! revisions `< C` then answer [`MvccError::Compacted`]; reads at `C` itself still work.
 //!
-//! The key index names what goes; the records are deleted from `kvs` inside the batch's redb
+//! The key index names what goes; the records are deleted from `kvs` (and the chunks of their
+//! values from `values`) inside the batch's redb
 //! transaction, so the compaction is atomic with the compaction revision and the applied
 //! index. The index drops the same revisions only once that transaction is committed
 //! (`Batch::compacted_to`): until then, readers of earlier transactions may need them.
@@ -28,7 +29,7 @@ pub(crate) fn compact(b: &mut Batch<'_>, rev: i64) -> Result<u64> {
         .unwrap_or_else(PoisonError::into_inner)
         .compaction_drops(b.compacted_to.unwrap_or(i64::MIN), rev);
     for &revision in &drops {
-        if b.kvs.remove(revision)?.is_none() {
+        if !crate::layout::remove_change(&mut b.kvs, &mut b.values, revision)? {
             return Err(MvccError::Corruption(format!(
                 "compaction: revision {}.{} is in the key index but not stored",
                 revision.0, revision.1

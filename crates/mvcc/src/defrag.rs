@@ -30,7 +30,7 @@ use redb::{
 };
 
 use crate::error::Result;
-use crate::layout::{AUX, KVS, LEASES, LEASE_KEYS, META};
+use crate::layout::{AUX, KVS, LEASES, LEASE_KEYS, META, VALUES};
 use crate::rebuild::{remove_if_exists, Rebuild};
 use crate::store::{lock, Store};
 
@@ -41,6 +41,10 @@ pub struct DefragReport {
     pub before_bytes: u64,
     /// File size after, in bytes.
     pub after_bytes: u64,
+    /// Bytes of disk the file occupied before (see [`Store::occupied_bytes`]).
+    pub before_occupied_bytes: u64,
+    /// Bytes of disk the file occupies after.
+    pub after_occupied_bytes: u64,
     /// Records copied (all tables).
     pub records: u64,
     /// True when writes raced the first copy and a second one ran with writers stopped.
@@ -58,7 +62,7 @@ impl Store {
         let started = Instant::now();
         let path = self.config.path.clone();
         let tmp = Rebuild::Defragment.path(&path);
-        let before_bytes = std::fs::metadata(&path)?.len();
+        let before = crate::store::measure_file(&path)?;
         let (generation, txn) = {
             let mut gate = self.write_gate();
             let txn = self.begin_read_gated(&mut gate)?;
@@ -75,9 +79,12 @@ impl Store {
         }
         self.replace_with(&tmp, fresh)?;
         drop(gate);
+        let after = crate::store::measure_file(&path)?;
         let report = DefragReport {
-            before_bytes,
-            after_bytes: std::fs::metadata(&path)?.len(),
+            before_bytes: before.0,
+            after_bytes: after.0,
+            before_occupied_bytes: before.1,
+            after_occupied_bytes: after.1,
             records,
             stopped_writes,
             elapsed: started.elapsed(),
@@ -85,6 +92,8 @@ impl Store {
         tracing::info!(
             before_bytes = report.before_bytes,
             after_bytes = report.after_bytes,
+            before_occupied_bytes = report.before_occupied_bytes,
+            after_occupied_bytes = report.after_occupied_bytes,
             records = report.records,
             stopped_writes = report.stopped_writes,
             elapsed_ms = report.elapsed.as_millis() as u64,
@@ -104,6 +113,7 @@ impl Store {
         txn.set_durability(Durability::Immediate);
         let mut records = 0;
         records += copy_table(src, &txn, KVS)?;
+        records += copy_table(src, &txn, VALUES)?;
         records += copy_table(src, &txn, LEASES)?;
         records += copy_table(src, &txn, LEASE_KEYS)?;
         records += copy_table(src, &txn, AUX)?;

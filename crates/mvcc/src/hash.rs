@@ -13,7 +13,7 @@
 use redb::ReadableTable;
 
 use crate::error::Result;
-use crate::layout::LEASES;
+use crate::layout::{whole_record, LEASES, VALUES};
 use crate::store::Store;
 
 /// A hash of the whole store and the revision it was taken at.
@@ -37,12 +37,14 @@ impl Store {
         let t = Self::tables_in(&txn)?;
         let mut h = crc32c::crc32c(&t.current.to_le_bytes());
         h = crc32c::crc32c_append(h, &t.compact.to_le_bytes());
+        let values = txn.open_table(VALUES)?;
         for e in t.kvs.iter()? {
             let (k, v) = e?;
             let (main, sub) = k.value();
             h = crc32c::crc32c_append(h, &main.to_le_bytes());
             h = crc32c::crc32c_append(h, &sub.to_le_bytes());
-            h = put_bytes(h, v.value());
+            // The whole record, as a file that keeps values whole stores it.
+            h = put_bytes(h, &whole_record(&values, (main, sub), v.value())?);
         }
         for e in txn.open_table(LEASES)?.iter()? {
             let (id, ttl) = e?;

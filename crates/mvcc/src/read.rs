@@ -1,6 +1,6 @@
 //! Reads: point and range reads at the latest or a past revision. A [`View`] pairs the key
-//! index with a readable `kvs` table, so the same code serves read transactions and reads
-//! inside a write batch (which see the batch's own writes).
+//! index with readable `kvs` and `values` tables, so the same code serves read transactions
+//! and reads inside a write batch (which see the batch's own writes).
 
 use std::cmp::Ordering;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
@@ -10,7 +10,7 @@ use redb::ReadableTable;
 use crate::error::{MvccError, Result};
 use crate::index::{KeyIndex, Visible};
 use crate::key_range::KeyRange;
-use crate::layout::decode_record;
+use crate::layout::{decode_stored, ValuesKey};
 use crate::types::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
 
 /// Key type of the `kvs` table: (main, sub) revision.
@@ -19,10 +19,13 @@ pub(crate) type KvsKey = (i64, i64);
 /// Keys taken from the index per lock: a long scan lets writers in between chunks.
 const KEYS_PER_CHUNK: usize = 256;
 
-/// A consistent view of the key space: `kvs`, the key index, and the revisions they are at.
-pub(crate) struct View<'a, K> {
+/// A consistent view of the key space: `kvs` and `values`, the key index, and the revisions
+/// they are at.
+pub(crate) struct View<'a, K, V> {
     /// The `kvs` table.
     pub kvs: &'a K,
+    /// The `values` table (chunks of split values).
+    pub values: &'a V,
     /// The store's key index.
     pub index: &'a RwLock<KeyIndex>,
     /// Current store revision (including the writes of the request in progress, if any).
@@ -39,9 +42,10 @@ pub(crate) fn read_index(index: &RwLock<KeyIndex>) -> RwLockReadGuard<'_, KeyInd
     index.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<K> View<'_, K>
+impl<K, V> View<'_, K, V>
 where
     K: ReadableTable<KvsKey, &'static [u8]>,
+    V: ReadableTable<ValuesKey, &'static [u8]>,
 {
     /// The index, if it still describes this view's state; else [`MvccError::ReadRaced`]
     /// (a compaction or an install committed after the view was taken: read again).
@@ -76,7 +80,7 @@ where
                 "the key index names revision {main}.{sub}, not stored"
             ))
         })?;
-        decode_record(main, record.value(), with_value)?.ok_or_else(|| {
+        decode_stored(self.values, (main, sub), record.value(), with_value)?.ok_or_else(|| {
             MvccError::Corruption(format!(
                 "the key index names a deletion at {main}.{sub} as a put"
             ))

@@ -11,7 +11,8 @@
 //! magic  "RKVSNAP2"
 //! frame* tag u8 | len u32 | payload[len] | crc32c(tag | len | payload) u32
 //!   tag 1 META   current i64, compact i64, applied index u64, applied term u64 (first)
-//!   tag 2 KV     main i64, sub i64, kv record (see `layout`)  (strict (main,sub) order)
+//!   tag 2 KV     main i64, sub i64, kv record (see `layout`; always with its whole
+//!                value, kind 0 or 1, however the file stores it)  (strict (main,sub) order)
 //!   tag 3 LEASE  id i64, ttl i64
 //!   tag 4 AUX    namespace len u32, namespace, key len u32, key, value
 //!   tag 255 END  frames before it u64, crc32c over their crcs u32  (last)
@@ -35,9 +36,9 @@ use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
 use crate::error::{MvccError, Result};
 use crate::index::KeyIndex;
 use crate::layout::{
-    decode_record, encode_put, encode_tombstone, AUX, KVS, LAYOUT_VERSION, LEASES, LEASE_KEYS,
-    META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT, META_INSTALLS, META_LAYOUT,
-    META_REV,
+    decode_record, encode_put, encode_tombstone, store_put, whole_record, ValuesKey, AUX, KVS,
+    LAYOUT_VERSION, LEASES, LEASE_KEYS, META, META_APPLIED_INDEX, META_APPLIED_TERM, META_COMPACT,
+    META_INSTALLS, META_LAYOUT, META_REV, VALUES,
 };
 use crate::read::KvsKey;
 use crate::rebuild::{remove_if_exists, Rebuild};
@@ -80,6 +81,8 @@ enum Phase {
 pub struct SnapshotReader {
     meta: SnapshotMeta,
     kvs: redb::Range<'static, KvsKey, &'static [u8]>,
+    /// Where the chunks of split values are read from.
+    values: ReadOnlyTable<ValuesKey, &'static [u8]>,
     leases: redb::Range<'static, i64, i64>,
     aux: redb::Range<'static, (&'static str, &'static [u8]), &'static [u8]>,
     phase: Phase,
@@ -123,7 +126,11 @@ impl SnapshotReader {
                         payload.clear();
                         payload.extend_from_slice(&main.to_le_bytes());
                         payload.extend_from_slice(&sub.to_le_bytes());
-                        payload.extend_from_slice(v.value());
+                        payload.extend_from_slice(&whole_record(
+                            &self.values,
+                            (main, sub),
+                            v.value(),
+                        )?);
                         self.frame(TAG_KV, &payload);
                     }
                     None => self.phase = Phase::Leases,
@@ -231,6 +238,7 @@ impl Store {
         let mut r = SnapshotReader {
             meta: t,
             kvs: kvs.range::<KvsKey>(..)?,
+            values: txn.open_table(VALUES)?,
             leases: leases.range::<i64>(..)?,
             aux: aux.range::<(&str, &[u8])>(..)?,
             phase: Phase::Kvs,
@@ -435,6 +443,24 @@ fn change_of_v1(f: &mut Fields<'_>) -> Result<ChangeOfV1> {
     Ok(((key, main, sub), record))
 }
 
+/// Stores a change of a stream (a record with its whole value) as the file keeps it: a put
+/// with its value split if it is large, a tombstone as it is. A record of any other form is
+/// refused.
+fn install_change(
+    kvs: &mut redb::Table<'_, KvsKey, &'static [u8]>,
+    values: &mut redb::Table<'_, ValuesKey, &'static [u8]>,
+    revision: KvsKey,
+    record: &[u8],
+) -> Result<()> {
+    match decode_record(revision.0, record, true)? {
+        Some(kv) => store_put(kvs, values, revision, &kv),
+        None => {
+            kvs.insert(revision, record)?;
+            Ok(())
+        }
+    }
+}
+
 /// Frame bytes written to a new file between its commits while an image is installed. The
 /// file is not the store until it is complete, so each commit may be durable: the disk then
 /// takes the image in steady steps, not in one flush of the whole of it at the end (which,
@@ -484,6 +510,7 @@ fn install_some_frames(
     read: &mut FramesRead,
 ) -> Result<()> {
     let mut kvs = txn.open_table(KVS)?;
+    let mut values = txn.open_table(VALUES)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut aux = txn.open_table(AUX)?;
     let mut written = 0usize;
@@ -525,11 +552,10 @@ fn install_some_frames(
             }
             TAG_KV if format == Format::ByRevision => {
                 let revision = (f.i64()?, f.i64()?);
-                decode_record(revision.0, f.0, false)?;
                 if read.prev_by_revision.is_some_and(|p| p >= revision) {
                     return Err(corrupt("changes out of order"));
                 }
-                kvs.insert(revision, f.0)?;
+                install_change(&mut kvs, &mut values, revision, f.0)?;
                 read.prev_by_revision = Some(revision);
             }
             TAG_KV => {
@@ -537,9 +563,10 @@ fn install_some_frames(
                 if read.prev_by_key.as_ref().is_some_and(|p| *p >= this) {
                     return Err(corrupt("history out of order"));
                 }
-                if kvs.insert((this.1, this.2), record.as_slice())?.is_some() {
+                if kvs.get((this.1, this.2))?.is_some() {
                     return Err(corrupt("two changes at one revision"));
                 }
+                install_change(&mut kvs, &mut values, (this.1, this.2), &record)?;
                 read.prev_by_key = Some(this);
             }
             TAG_LEASE => {

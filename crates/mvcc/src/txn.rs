@@ -18,6 +18,7 @@ use redb::ReadableTable;
 use crate::batch::{check_put_static, Batch};
 use crate::error::{MvccError, Result};
 use crate::key_range::KeyRange;
+use crate::layout::ValuesKey;
 use crate::read::{KvsKey, View};
 use crate::types::{
     Compare, CompareResult, CompareTarget, KeyValue, RequestOp, ResponseOp, TxnRequest, TxnResponse,
@@ -48,13 +49,14 @@ pub(crate) fn apply_txn(b: &mut Batch<'_>, req: &TxnRequest) -> Result<TxnRespon
 }
 
 /// Serves a txn whose ops are all ranges from a read view; no revision is created.
-pub(crate) fn read_txn<K>(
-    view: &View<'_, K>,
+pub(crate) fn read_txn<K, V>(
+    view: &View<'_, K, V>,
     req: &TxnRequest,
     max_txn_ops: usize,
 ) -> Result<TxnResponse>
 where
     K: ReadableTable<KvsKey, &'static [u8]>,
+    V: ReadableTable<ValuesKey, &'static [u8]>,
 {
     if !is_read_only(req) {
         return Err(MvccError::NotReadOnly);
@@ -148,9 +150,10 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange
     Ok((puts, dels))
 }
 
-fn make_plan<K>(view: &View<'_, K>, req: &TxnRequest) -> Result<Plan>
+fn make_plan<K, V>(view: &View<'_, K, V>, req: &TxnRequest) -> Result<Plan>
 where
     K: ReadableTable<KvsKey, &'static [u8]>,
+    V: ReadableTable<ValuesKey, &'static [u8]>,
 {
     let mut succeeded = true;
     for c in &req.compare {
@@ -175,9 +178,10 @@ where
 
 /// etcd's `applyCompare`: every key of the range must satisfy the compare; an empty range
 /// compares a zero kv, except that a value compare on it fails.
-fn compare_holds<K>(view: &View<'_, K>, c: &Compare) -> Result<bool>
+fn compare_holds<K, V>(view: &View<'_, K, V>, c: &Compare) -> Result<bool>
 where
     K: ReadableTable<KvsKey, &'static [u8]>,
+    V: ReadableTable<ValuesKey, &'static [u8]>,
 {
     let range = KeyRange::new(&c.key, &c.range_end);
     let with_value = matches!(c.target, CompareTarget::Value(_));
@@ -265,9 +269,10 @@ fn execute(b: &mut Batch<'_>, req: &TxnRequest, plan: &Plan) -> Result<TxnRespon
     })
 }
 
-fn execute_read<K>(view: &View<'_, K>, req: &TxnRequest, plan: &Plan) -> Result<TxnResponse>
+fn execute_read<K, V>(view: &View<'_, K, V>, req: &TxnRequest, plan: &Plan) -> Result<TxnResponse>
 where
     K: ReadableTable<KvsKey, &'static [u8]>,
+    V: ReadableTable<ValuesKey, &'static [u8]>,
 {
     let mut nested = plan.nested.iter();
     let mut responses = Vec::new();

@@ -157,12 +157,77 @@ fn a_store_file_of_the_first_layout_is_refused_with_a_reason() {
             err,
             MvccError::Layout {
                 found: 1,
-                expected: 2
+                expected: 3
             }
         ),
         "{err}"
     );
     assert!(err.to_string().contains("etcdctl snapshot save"), "{err}");
+}
+
+/// A record of layout 2: kind 0 (put), key, create, version, lease, the whole value.
+fn whole_record(key: &[u8], create: i64, version: i64, value: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    b.extend_from_slice(key);
+    for field in [create, version, 0] {
+        b.extend_from_slice(&field.to_le_bytes());
+    }
+    b.extend_from_slice(value);
+    b
+}
+
+#[test]
+fn a_store_file_of_layout_2_opens_with_its_whole_values_and_takes_split_ones_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.redb");
+    let big = vec![7u8; 10_000];
+    {
+        // What layout 2 wrote: every value whole in its `kvs` record, no `values` table.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let mut t = txn.open_table(meta).unwrap();
+            for (name, v) in [
+                ("current_revision", 3),
+                ("compact_revision", 0),
+                ("applied_index", 2),
+                ("applied_term", 1),
+                ("layout_version", 2),
+                ("snapshot_installs", 0),
+            ] {
+                t.insert(name, v).unwrap();
+            }
+            let kvs: redb::TableDefinition<(i64, i64), &[u8]> = redb::TableDefinition::new("kvs");
+            let mut t = txn.open_table(kvs).unwrap();
+            t.insert((2, 0), whole_record(b"big", 2, 1, &big).as_slice())
+                .unwrap();
+            t.insert((3, 0), whole_record(b"small", 3, 1, b"v").as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let mut t = TestStore {
+        dir,
+        store: Some(Store::open(config_at(&path)).unwrap()),
+        index: std::sync::atomic::AtomicU64::new(2),
+    };
+    assert_eq!(t.get("big").unwrap().value, big);
+    assert_eq!(t.get("small").unwrap().value, b"v");
+    let old_hash = t.s().hash_kv(0).unwrap();
+    t.put("big2", &"x".repeat(10_000));
+    t.reopen();
+    assert_eq!(t.get("big").unwrap().value, big);
+    assert_eq!(t.get("big2").unwrap().value, "x".repeat(10_000).as_bytes());
+    assert_eq!(t.s().hash_kv(3).unwrap().hash, old_hash.hash);
+    // Marked as layout 3, which a version that keeps values whole refuses.
+    drop(t.store.take());
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let layout = txn.open_table(meta).unwrap().get("layout_version").unwrap();
+    assert_eq!(layout.map(|v| v.value()), Some(3));
 }
 
 #[test]

@@ -190,7 +190,9 @@ async fn raise_nospace(ctx: &ServiceContext) -> Result<(), Status> {
 }
 
 /// etcd's quota check before a write that adds `cost` bytes: refused with NOSPACE (and
-/// this member's alarm raised) when the file plus the cost would reach the quota. A write
+/// this member's alarm raised) when the store plus the cost would reach the quota. The
+/// store counts the pages it has written, not its file's length (issue 16: redb doubles the
+/// file ahead of its pages). A write
 /// that adds nothing always passes; the apply-time rule handles raised alarms.
 pub async fn check_quota(ctx: &ServiceContext, cost: u64) -> Result<(), Status> {
     if cost == 0 {
@@ -198,7 +200,7 @@ pub async fn check_quota(ctx: &ServiceContext, cost: u64) -> Result<(), Status> 
     }
     let size = ctx
         .store
-        .file_bytes()
+        .occupied_bytes()
         .map_err(|e| crate::status::from_mvcc(&e))?;
     if size.saturating_add(cost) < ctx.quota_backend_bytes {
         return Ok(());
@@ -216,7 +218,7 @@ pub async fn run_quota_monitor(ctx: ServiceContext, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let size = match ctx.store.file_bytes() {
+        let size = match ctx.store.occupied_bytes() {
             Ok(size) => size,
             Err(err) => {
                 tracing::warn!(%err, "cannot measure the store");

@@ -79,7 +79,11 @@ impl TestStore {
 }
 
 pub fn config(dir: &tempfile::TempDir) -> Config {
-    let mut c = Config::new(dir.path().join("kv.redb"));
+    config_at(&dir.path().join("kv.redb"))
+}
+
+pub fn config_at(path: &std::path::Path) -> Config {
+    let mut c = Config::new(path);
     c.cache_size_bytes = 8 << 20;
     c
 }

@@ -142,7 +142,7 @@ impl Maintenance for MaintenanceService {
             raft_term: shared.term(),
             raft_applied_index: shared.applied_index(),
             errors,
-            db_size_in_use: usage.stored_bytes as i64,
+            db_size_in_use: usage.in_use_bytes as i64,
             is_learner: node.conf_state.learners.contains(&self.ctx.member_id),
             storage_version: String::new(),
             db_size_quota: self.ctx.quota_backend_bytes as i64,

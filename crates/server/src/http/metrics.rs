@@ -22,7 +22,7 @@ fn refresh(gauges: &StoreGauges, store: &raftkv_mvcc::Store) {
     match store.disk_usage() {
         Ok(usage) => {
             gauges.db_total_size_bytes.set(as_gauge(usage.file_bytes));
-            gauges.db_in_use_bytes.set(as_gauge(usage.stored_bytes));
+            gauges.db_in_use_bytes.set(as_gauge(usage.in_use_bytes));
         }
         Err(err) => tracing::warn!(%err, "cannot read the store's size for /metrics"),
     }
