@@ -57,6 +57,6 @@ pub use error::{MvccError, Result};
 pub use hash::StoreHash;
 pub use key_range::{prefix_range_end, KeyRange};
 pub use snapshot::{SnapshotMeta, SnapshotReader};
-pub use store::{CommitObserver, Config, DiskUsage, Store};
+pub use store::{CommitObserver, Config, DiskUsage, EventPage, EventPageLimits, Store};
 pub use txn::is_read_only;
 pub use types::*;

@@ -618,10 +618,9 @@ impl Store {
 
     /// The changes at revisions `>= start_revision` to keys of `(key, range_end)`, in revision
     /// order, at most `limit` of them (0 = no limit), with `prev_kv` filled (when still in
-    /// history): how a watcher that fell behind catches up. `start_revision` at or below the
-    /// compaction revision gives [`MvccError::Compacted`] (stricter than etcd by one revision:
-    /// deletes at the compaction revision itself are gone), above the current one an empty
-    /// list.
+    /// history). `start_revision` at or below the compaction revision gives
+    /// [`MvccError::Compacted`] (stricter than etcd by one revision: deletes at the compaction
+    /// revision itself are gone), above the current one an empty list.
     pub fn events(
         &self,
         start_revision: i64,
@@ -629,49 +628,53 @@ impl Store {
         range_end: &[u8],
         limit: usize,
     ) -> Result<Vec<crate::types::Event>> {
-        use crate::types::{Event, EventKind};
+        let range = KeyRange::new(key, range_end);
         self.read(|view| {
-            if start_revision <= view.compact {
-                return Err(MvccError::Compacted);
-            }
-            let range = KeyRange::new(key, range_end);
             let mut out = Vec::new();
-            for e in view.kvs.range((start_revision, i64::MIN)..)? {
-                let (k, v) = e?;
-                let (main, sub) = k.value();
-                let record = v.value();
-                let (key, _) = crate::layout::record_key(record)?;
-                if !range.contains(key) {
-                    continue;
+            scan_events(view, start_revision, &range, true, |event| {
+                if let Some(event) = event {
+                    out.push(event);
                 }
-                let before = view.index()?.before(key, main, sub);
-                let prev_kv = match before {
-                    Some(c) if !c.tombstone => Some(view.fetch(c.main, c.sub, true)?),
-                    _ => None,
-                };
-                out.push(
-                    match crate::layout::decode_stored(view.values, (main, sub), record, true)? {
-                        Some(kv) => Event {
-                            kind: EventKind::Put,
-                            kv,
-                            prev_kv,
-                        },
-                        None => Event {
-                            kind: EventKind::Delete,
-                            kv: KeyValue {
-                                key: key.to_vec(),
-                                mod_revision: main,
-                                ..KeyValue::default()
-                            },
-                            prev_kv,
-                        },
-                    },
-                );
-                if limit > 0 && out.len() >= limit {
-                    break;
-                }
-            }
+                limit == 0 || out.len() < limit
+            })?;
             Ok(out)
+        })
+    }
+
+    /// A page of history for a watcher that fell behind: the changes to keys of `range` from
+    /// `start_revision`, in whole revisions, ending at the first revision boundary after
+    /// `limits` is reached (so one revision larger than the limits still comes whole), and the
+    /// revision the next page starts at. The same errors as [`Store::events`].
+    pub fn event_page(
+        &self,
+        start_revision: i64,
+        range: &KeyRange,
+        limits: EventPageLimits,
+    ) -> Result<EventPage> {
+        self.read(|view| {
+            let mut events: Vec<crate::types::Event> = Vec::new();
+            let mut bytes = 0usize;
+            let mut last_revision = start_revision;
+            let mut next_revision = view.current + 1;
+            scan_events(view, start_revision, range, limits.prev_kv, |event| {
+                let Some(event) = event else {
+                    return true;
+                };
+                let revision = event.kv.mod_revision;
+                let full = events.len() >= limits.max_events || bytes >= limits.max_bytes;
+                if full && revision > last_revision {
+                    next_revision = revision;
+                    return false;
+                }
+                bytes += event_bytes(&event);
+                last_revision = revision;
+                events.push(event);
+                true
+            })?;
+            Ok(EventPage {
+                events,
+                next_revision,
+            })
         })
     }
 
@@ -890,4 +893,87 @@ impl Store {
         let txn = self.begin_read()?;
         scan_aux(&txn.open_table(crate::layout::AUX)?, namespace)
     }
+}
+
+/// Limits of one [`Store::event_page`].
+#[derive(Clone, Copy, Debug)]
+pub struct EventPageLimits {
+    /// Events after which the page ends at the next revision boundary.
+    pub max_events: usize,
+    /// Bytes of keys and values (the events' and their `prev_kv`'s) after which the page ends
+    /// at the next revision boundary.
+    pub max_bytes: usize,
+    /// Fill each event's `prev_kv` (a read of the record each change replaced).
+    pub prev_kv: bool,
+}
+
+/// One page of history: see [`Store::event_page`].
+#[derive(Clone, Debug, Default)]
+pub struct EventPage {
+    /// The changes, in revision order.
+    pub events: Vec<crate::types::Event>,
+    /// Where the next page starts: the first revision not read, or one past the current
+    /// revision when the page reached the end of history.
+    pub next_revision: i64,
+}
+
+/// What an event holds in keys and values.
+fn event_bytes(event: &crate::types::Event) -> usize {
+    let kv = |kv: &KeyValue| kv.key.len() + kv.value.len();
+    kv(&event.kv) + event.prev_kv.as_ref().map_or(0, kv)
+}
+
+/// Walks the changes at revisions `>= start_revision` in revision order, handing `visit` each
+/// change to a key of `range` (and `None` for a change to any other key, so a page can end at
+/// a revision boundary), until it returns false.
+fn scan_events(
+    view: &View<'_, ReadKvs, ReadValues>,
+    start_revision: i64,
+    range: &KeyRange,
+    with_prev_kv: bool,
+    mut visit: impl FnMut(Option<crate::types::Event>) -> bool,
+) -> Result<()> {
+    use crate::types::{Event, EventKind};
+    if start_revision <= view.compact {
+        return Err(MvccError::Compacted);
+    }
+    for e in view.kvs.range((start_revision, i64::MIN)..)? {
+        let (k, v) = e?;
+        let (main, sub) = k.value();
+        let record = v.value();
+        let (key, _) = crate::layout::record_key(record)?;
+        if !range.contains(key) {
+            if !visit(None) {
+                break;
+            }
+            continue;
+        }
+        let prev_kv = match with_prev_kv.then(|| view.index()).transpose()? {
+            Some(index) => match index.before(key, main, sub) {
+                Some(c) if !c.tombstone => Some(view.fetch(c.main, c.sub, true)?),
+                _ => None,
+            },
+            None => None,
+        };
+        let event = match crate::layout::decode_stored(view.values, (main, sub), record, true)? {
+            Some(kv) => Event {
+                kind: EventKind::Put,
+                kv,
+                prev_kv,
+            },
+            None => Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: key.to_vec(),
+                    mod_revision: main,
+                    ..KeyValue::default()
+                },
+                prev_kv,
+            },
+        };
+        if !visit(Some(event)) {
+            break;
+        }
+    }
+    Ok(())
 }

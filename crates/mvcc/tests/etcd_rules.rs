@@ -30,16 +30,7 @@ fn every_put_bumps_revision_and_version() {
 fn txn_with_three_puts_makes_one_revision() {
     let t = TestStore::new();
     let resp = t
-        .entry(|b| {
-            b.txn(&TxnRequest {
-                compare: vec![],
-                success: ["x", "y", "z"]
-                    .iter()
-                    .map(|k| RequestOp::Put(put_req(k, "v")))
-                    .collect(),
-                failure: vec![],
-            })
-        })
+        .entry(|b| b.txn(&puts_txn(&["x", "y", "z"], "v")))
         .unwrap();
     assert!(resp.succeeded);
     assert_eq!(resp.revision, 2);
@@ -524,4 +515,48 @@ fn events_since_a_revision_for_watch_catch_up() {
         MvccError::Compacted
     ));
     assert_eq!(t.s().events(4, b"a", b"", 0).unwrap().len(), 2);
+}
+
+#[test]
+fn an_event_page_ends_at_a_revision_boundary_past_its_limits() {
+    let t = TestStore::new();
+    t.put("k1", "aaaa"); // 2
+                         // One revision of three changes: 3.
+    t.entry(|b| b.txn(&puts_txn(&["k2", "k3", "k4"], "bbbb")))
+        .unwrap();
+    t.put("other", "x"); // 4
+    t.put("k1", "cccc"); // 5
+    let range = KeyRange::new(b"k", b"l");
+    let read = |start: i64, max_events: usize, max_bytes: usize, prev_kv: bool| {
+        let limits = EventPageLimits {
+            max_events,
+            max_bytes,
+            prev_kv,
+        };
+        t.s().event_page(start, &range, limits)
+    };
+    let page = |start: i64, max_events: usize, max_bytes: usize| {
+        let page = read(start, max_events, max_bytes, true).unwrap();
+        let revisions: Vec<i64> = page.events.iter().map(|e| e.kv.mod_revision).collect();
+        (revisions, page.next_revision)
+    };
+    // Two events reach the limit inside revision 3: it still comes whole.
+    assert_eq!(page(2, 2, usize::MAX), (vec![2, 3, 3, 3], 5));
+    // The bytes limit (6 B a change here) ends the page the same way.
+    assert_eq!(page(2, usize::MAX, 1), (vec![2], 3));
+    assert_eq!(page(3, usize::MAX, 1), (vec![3, 3, 3], 5));
+    // To the end of history: the next page starts past the current revision.
+    assert_eq!(page(5, 10, usize::MAX), (vec![5], 6));
+    assert_eq!(page(6, 10, usize::MAX), (vec![], 6));
+    let prev_value = |prev_kv: bool| {
+        let page = read(5, 10, usize::MAX, prev_kv).unwrap();
+        page.events[0].prev_kv.as_ref().map(|kv| kv.value.clone())
+    };
+    assert_eq!(prev_value(true), Some(b"aaaa".to_vec()));
+    assert_eq!(prev_value(false), None);
+    t.entry(|b| b.compact(3)).unwrap();
+    assert!(matches!(
+        read(3, 10, 10, false).unwrap_err(),
+        MvccError::Compacted
+    ));
 }

@@ -100,6 +100,12 @@ pub struct Flags {
     /// How often watchers created with progress_notify hear progress.
     #[arg(long, default_value = "10m0s")]
     pub experimental_watch_progress_notify_interval: String,
+    /// Bytes of responses a watch stream may hold for a client that does
+    /// not read them (raftkv's own flag; at least 64 KiB). A stream past it
+    /// holds no more events: it catches up from history once the client
+    /// reads again.
+    #[arg(long, default_value_t = DEFAULT_WATCH_STREAM_BUFFER_BYTES)]
+    pub watch_stream_buffer_bytes: u64,
     /// How long the outcome of a write that carries a client id and a
     /// sequence number is remembered, so a retry within that time is
     /// answered with it instead of applied again. The leader's value is the
@@ -261,6 +267,8 @@ pub struct ServerConfig {
     pub lease_checkpoint_interval: Duration,
     /// How often watchers created with progress_notify hear progress.
     pub watch_progress_interval: Duration,
+    /// What a watch stream may hold for a client that does not read.
+    pub watch_stream_buffer_bytes: u32,
     /// Source address of outgoing peer connections.
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// How long exactly-once outcomes are kept (by the cluster clock).
@@ -295,6 +303,13 @@ pub struct ListenUrl {
 pub const DEFAULT_BACKEND_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Least `--backend-cache-bytes` accepted.
 pub const MIN_BACKEND_CACHE_BYTES: u64 = 1024 * 1024;
+
+/// Default of `--watch-stream-buffer-bytes`: a stream that keeps up never
+/// comes near it (etcd holds up to 128 responses a stream, which with
+/// 256 KiB values is 32 MiB), and a stuck one holds at most this much.
+pub const DEFAULT_WATCH_STREAM_BUFFER_BYTES: u64 = 4 * 1024 * 1024;
+/// Least `--watch-stream-buffer-bytes` accepted.
+pub const MIN_WATCH_STREAM_BUFFER_BYTES: u32 = 64 * 1024;
 
 /// The backend quota etcd applies when `--quota-backend-bytes` is 0.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -369,6 +384,16 @@ impl ServerConfig {
                 flags.backend_cache_bytes
             )));
         }
+        let watch_stream_buffer_bytes = u32::try_from(flags.watch_stream_buffer_bytes)
+            .ok()
+            .filter(|&bytes| bytes >= MIN_WATCH_STREAM_BUFFER_BYTES)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--watch-stream-buffer-bytes is {}, accepted are {MIN_WATCH_STREAM_BUFFER_BYTES} (64 KiB) to {}",
+                    flags.watch_stream_buffer_bytes,
+                    u32::MAX
+                ))
+            })?;
         let cluster_id = cluster_id(&initial_cluster);
         let (client_tls, peer_tls) = tls_options(flags, &initial_cluster)?;
         Ok(Self {
@@ -410,6 +435,7 @@ impl ServerConfig {
             } else {
                 Duration::ZERO
             },
+            watch_stream_buffer_bytes,
             watch_progress_interval: positive_duration(
                 &flags.experimental_watch_progress_notify_interval,
                 "--experimental-watch-progress-notify-interval",
@@ -758,6 +784,18 @@ mod tests {
         let small = ServerConfig::from_flags(&flags(&["--backend-cache-bytes", "1048576"]));
         assert_eq!(small.map(|c| c.backend_cache_bytes).ok(), Some(1 << 20));
         assert_eq!(config.auto_compaction, AutoCompaction::Off);
+        assert_eq!(
+            u64::from(config.watch_stream_buffer_bytes),
+            DEFAULT_WATCH_STREAM_BUFFER_BYTES
+        );
+        for refused in ["65535", "4294967296"] {
+            let err = ServerConfig::from_flags(&flags(&["--watch-stream-buffer-bytes", refused]));
+            assert!(
+                matches!(&err, Err(ConfigError::Invalid(m)) if m.contains("--watch-stream-buffer-bytes")),
+                "{refused}: {:?}",
+                err.map(|_| ())
+            );
+        }
     }
 
     #[test]

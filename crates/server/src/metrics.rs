@@ -491,6 +491,10 @@ pub struct Metrics {
     pub grpc: Arc<GrpcMetrics>,
     /// Read from the store when scraped.
     pub store: StoreGauges,
+    /// Bytes of watch responses queued for clients that have not taken them
+    /// yet, over every stream (each stream's share is bounded by
+    /// `--watch-stream-buffer-bytes`).
+    pub watch_buffered_bytes: Gauge,
 }
 
 impl Metrics {
@@ -502,6 +506,12 @@ impl Metrics {
         let store = StoreGauges::default();
         store.register(&mut registry);
         let grpc = Arc::new(GrpcMetrics::new(methods, &mut registry));
+        let watch_buffered_bytes = Gauge::default();
+        registry.register(
+            "raftkv_watch_buffered_bytes",
+            "Bytes of watch responses queued for clients that have not read them yet.",
+            watch_buffered_bytes.clone(),
+        );
         let versions = Family::<[(&'static str, String); 1], Gauge>::default();
         versions
             .get_or_create(&[("server_version", version.to_string())])
@@ -516,6 +526,7 @@ impl Metrics {
             node,
             grpc,
             store,
+            watch_buffered_bytes,
         }
     }
 

@@ -305,7 +305,7 @@ pub async fn run(
     ));
     let backend_commit = metrics.node.backend_commit.clone();
     store.set_commit_observer(Box::new(move |took| backend_commit.observe(took)));
-    let hub = WatchHub::new();
+    let hub = WatchHub::new().with_buffer_gauge(metrics.watch_buffered_bytes.clone());
     let lessor = Arc::new(Lessor::default());
     let members = MemberDirectory::new(config.member_id);
     members.seed(known_members.iter().cloned());
@@ -401,6 +401,7 @@ pub async fn run(
         cluster_clock: cluster_clock.clone(),
         quota_backend_bytes: config.quota_backend_bytes,
         watch_progress_interval: config.watch_progress_interval,
+        watch_stream_buffer_bytes: config.watch_stream_buffer_bytes,
         own_attributes: (config.name.clone(), config.advertise_client_urls.clone()),
         client_gate: Arc::default(),
         auth,

@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use raftkv_mvcc::Event;
 use tokio::sync::broadcast;
 
@@ -39,6 +40,8 @@ pub struct WatchHub {
     sender: broadcast::Sender<Arc<AppliedEvents>>,
     /// Watchers, on any stream, that asked for the kv before each change.
     prev_kv_watchers: Arc<AtomicUsize>,
+    /// Bytes of responses streams hold for their clients (`/metrics`).
+    buffered_bytes: Gauge,
 }
 
 /// Held by a watcher that asked for `prev_kv`: while any is held, applied
@@ -65,7 +68,21 @@ impl WatchHub {
         Self {
             sender,
             prev_kv_watchers: Arc::new(AtomicUsize::new(0)),
+            buffered_bytes: Gauge::default(),
         }
+    }
+
+    /// The hub, counting what streams hold for their clients in `gauge`.
+    pub fn with_buffer_gauge(self, gauge: Gauge) -> Self {
+        Self {
+            buffered_bytes: gauge,
+            ..self
+        }
+    }
+
+    /// Bytes of responses streams hold for their clients.
+    pub fn buffered_bytes(&self) -> &Gauge {
+        &self.buffered_bytes
     }
 
     /// Whether the next batch should record `prev_kv` in its events.

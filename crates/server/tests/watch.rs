@@ -377,3 +377,168 @@ fn watchers_get_periodic_progress_and_fragments_when_asked() {
     });
     assert!(server.stop().success());
 }
+
+/// Resident memory of a process, from /proc.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// One sample of the member's `/metrics`.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("reply");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A stream on a connection of its own, whose watcher on `prefix` is
+/// created (and confirmed) before it returns.
+async fn open_watching(port: u16, prefix: &str) -> Stream {
+    let mut stream = Stream::open(port).await;
+    let mut request = create(
+        prefix,
+        &raftkv_mvcc::prefix_range_end(prefix.as_bytes()),
+        0,
+        0,
+    );
+    if let Some(RequestUnion::CreateRequest(create)) = &mut request.request_union {
+        create.prev_kv = false;
+    }
+    stream.send(request).await;
+    assert!(stream.next().await.created);
+    stream
+}
+
+#[test]
+fn stuck_watch_streams_hold_at_most_their_buffer_and_catch_up_once_read_again() {
+    const BUFFER: u64 = 1 << 20;
+    const STUCK: usize = 16;
+    const PUTS: usize = 150;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let buffer = BUFFER.to_string();
+    let server = start(
+        dir.path(),
+        port,
+        &[
+            "--watch-stream-buffer-bytes",
+            &buffer,
+            "--backend-cache-bytes",
+            "1048576",
+        ],
+    );
+    let pid = server.child.id();
+    let value = vec![b'v'; 256 * 1024];
+    runtime().block_on(async {
+        let mut kv = KvClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let writer = kv.clone();
+        let put_all = |prefix: &'static str| {
+            let mut kv = writer.clone();
+            let value = value.clone();
+            async move {
+                let mut revisions = Vec::new();
+                for i in 0..PUTS {
+                    let response = kv
+                        .put(pb::PutRequest {
+                            key: format!("{prefix}{i:04}").into_bytes(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("put");
+                    revisions.push(response.into_inner().header.map_or(0, |h| h.revision));
+                }
+                revisions
+            }
+        };
+        // What the writes cost the member with nobody watching them.
+        put(&mut kv, "warm", "up").await;
+        let before = resident_bytes(pid);
+        put_all("plain/").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let plain_growth = resident_bytes(pid).saturating_sub(before);
+
+        // The same writes to keys that streams watch and do not read.
+        let mut stuck = Vec::new();
+        for _ in 0..STUCK {
+            stuck.push(open_watching(port, "w/").await);
+        }
+        let mut late_reader = open_watching(port, "w/").await;
+        let before = resident_bytes(pid);
+        let written = put_all("w/").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let watched_growth = resident_bytes(pid).saturating_sub(before);
+        let buffered = metric(port, "raftkv_watch_buffered_bytes").expect("the gauge");
+        let streams = (STUCK + 1) as u64;
+        assert!(
+            buffered > 0.0 && buffered <= (streams * BUFFER) as f64,
+            "{buffered} bytes queued for {streams} streams of {BUFFER}"
+        );
+        // Unbounded, each stream would hold what it was sent (37 MiB here);
+        // bounded, its buffer and what HTTP/2 has in flight.
+        let allowed = plain_growth + streams * 4 * BUFFER;
+        eprintln!(
+            "{streams} stuck streams: memory grew {} MiB (the same writes unwatched: {} MiB), {} KiB queued",
+            watched_growth >> 20,
+            plain_growth >> 20,
+            buffered as u64 >> 10
+        );
+        assert!(
+            watched_growth <= allowed,
+            "memory grew {} MiB with stuck watchers, {} MiB without, allowed {} MiB",
+            watched_growth >> 20,
+            plain_growth >> 20,
+            allowed >> 20
+        );
+
+        // Their clients go away: what the streams held is given back.
+        drop(stuck);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let reader_share = loop {
+            let left = metric(port, "raftkv_watch_buffered_bytes").expect("the gauge");
+            if left <= BUFFER as f64 || std::time::Instant::now() > deadline {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            reader_share <= BUFFER as f64,
+            "{reader_share} bytes still queued with one stream left"
+        );
+
+        // A stream that reads again gets every event once, in order: what did
+        // not fit was read back from history.
+        let mut revisions = Vec::new();
+        while revisions.len() < PUTS {
+            let response = late_reader.next().await;
+            for event in &response.events {
+                let kv = event.kv.as_ref().expect("kv");
+                assert_eq!(kv.value.len(), value.len());
+                revisions.push(kv.mod_revision);
+            }
+        }
+        assert_eq!(revisions, written, "every revision once, in order");
+        drop(late_reader);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while metric(port, "raftkv_watch_buffered_bytes") != Some(0.0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queued bytes did not return to 0"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(server.stop().success());
+}

@@ -96,6 +96,18 @@ pub fn put_req(k: &str, v: &str) -> PutRequest {
     }
 }
 
+/// A txn that puts `value` at every key of `keys`, in one revision.
+pub fn puts_txn(keys: &[&str], value: &str) -> TxnRequest {
+    TxnRequest {
+        compare: vec![],
+        success: keys
+            .iter()
+            .map(|k| RequestOp::Put(put_req(k, value)))
+            .collect(),
+        failure: vec![],
+    }
+}
+
 pub fn range_req(k: &str, end: &str) -> RangeRequest {
     RangeRequest {
         key: k.into(),

@@ -144,6 +144,8 @@ pub struct ServiceContext {
     pub quota_backend_bytes: u64,
     /// How often watchers created with `progress_notify` hear progress.
     pub watch_progress_interval: Duration,
+    /// Bytes of responses a watch stream may hold for its client.
+    pub watch_stream_buffer_bytes: u32,
     /// This member's name and client URLs, as its flags give them (the
     /// replicated record has them only once this member has published).
     pub own_attributes: (String, Vec<String>),

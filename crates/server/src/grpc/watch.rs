@@ -4,10 +4,20 @@
 //! Each stream runs one task. It subscribes to the [`WatchHub`] before
 //! reading history, so no revision falls between the two: a watcher created
 //! at a past revision is first served from the store's history up to the
-//! current revision, then from the hub, skipping what it already got. If the
-//! stream falls behind the hub's buffer, every watcher catches up from
-//! history the same way. Each watcher remembers the next revision it owes,
-//! so nothing is delivered twice or out of order.
+//! current revision, then from the hub, skipping what it already got. Each
+//! watcher remembers the next revision it owes, so nothing is delivered
+//! twice or out of order.
+//!
+//! What a stream holds for its client is bounded in bytes
+//! (`--watch-stream-buffer-bytes`), not in responses: with large values a
+//! few responses are megabytes. A stream whose client stops reading holds
+//! events up to that bound, then none: it keeps draining the hub (so it pins
+//! none of the hub's batches) and falls behind, and once its client has read
+//! half the bound it catches up from history, a bounded page at a time, the
+//! way a stream that fell behind the hub's buffer does. Responses that must
+//! not be dropped (created, canceled, asked-for progress) wait for room
+//! instead, which stops the stream reading requests, so a client that sends
+//! without reading is held back by HTTP/2 flow control.
 //!
 //! Progress notifications (asked for on the stream, or every
 //! `--experimental-watch-progress-notify-interval` for watchers created with
@@ -19,12 +29,13 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use raftkv_mvcc::{Event, EventKind, KeyRange, MvccError};
+use prometheus_client::metrics::gauge::Gauge;
+use raftkv_mvcc::{Event, EventKind, EventPageLimits, KeyRange, MvccError};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::watch_server::Watch;
 use raftkv_proto::mvccpb;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,9 +43,7 @@ use super::ServiceContext;
 use crate::convert::kv_to_pb;
 use crate::watch::{AppliedEvents, PrevKvInterest, WatchHub};
 
-/// Responses queued per stream before the stream waits for the client.
-const STREAM_RESPONSES: usize = 128;
-/// Events read from history at a time while catching up.
+/// Events read from history at most at a time while catching up.
 const CATCH_UP_EVENTS: usize = 1000;
 
 /// The Watch service.
@@ -51,8 +60,6 @@ impl WatchService {
 }
 
 struct Watcher {
-    key: Vec<u8>,
-    range_end: Vec<u8>,
     range: KeyRange,
     /// Set when the watcher asked for `prev_kv`.
     prev_kv: Option<PrevKvInterest>,
@@ -93,6 +100,102 @@ impl Watcher {
     }
 }
 
+/// The responses of a stream its client has not taken yet, bounded in
+/// bytes by the permits of `room`: each queued group of responses holds
+/// permits for its encoded size until the last of them is taken for the
+/// wire.
+struct Outbox {
+    queue: mpsc::UnboundedSender<Queued>,
+    room: Arc<Semaphore>,
+    budget: u32,
+    /// Every stream's queued bytes, for `/metrics`.
+    gauge: Gauge,
+}
+
+struct Queued {
+    response: pb::WatchResponse,
+    /// Released when this response is taken (on the group's last one).
+    _room: Option<Held>,
+}
+
+/// Room a queued group holds, given back (and uncounted) when dropped.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    gauge: Gauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
+}
+
+/// How an attempt to queue responses went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    Queued,
+    /// The stream holds too much for its client now; nothing was queued.
+    NoRoom {
+        needed: u32,
+    },
+    /// The client went away.
+    Closed,
+}
+
+impl Outbox {
+    fn new(budget: u32, gauge: Gauge) -> (Self, mpsc::UnboundedReceiver<Queued>) {
+        let (queue, responses) = mpsc::unbounded_channel();
+        let outbox = Self {
+            queue,
+            room: Arc::new(Semaphore::new(budget as usize)),
+            budget,
+            gauge,
+        };
+        (outbox, responses)
+    }
+
+    /// What queuing `responses` costs: their encoded size, at most the
+    /// whole budget (so a group larger than it still goes, alone).
+    fn cost(&self, responses: &[pb::WatchResponse]) -> u32 {
+        let bytes: usize = responses.iter().map(prost::Message::encoded_len).sum();
+        u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget)
+    }
+
+    /// Queues `responses` if there is room for all of them now.
+    fn try_send(&self, responses: Vec<pb::WatchResponse>) -> Delivery {
+        let needed = self.cost(&responses);
+        match Arc::clone(&self.room).try_acquire_many_owned(needed) {
+            Ok(permit) => self.enqueue(responses, permit),
+            Err(TryAcquireError::NoPermits) => Delivery::NoRoom { needed },
+            Err(TryAcquireError::Closed) => Delivery::Closed,
+        }
+    }
+
+    fn enqueue(&self, responses: Vec<pb::WatchResponse>, permit: OwnedSemaphorePermit) -> Delivery {
+        let bytes = i64::try_from(permit.num_permits()).unwrap_or(i64::MAX);
+        self.gauge.inc_by(bytes);
+        let mut permit = Some(Held {
+            _permit: permit,
+            bytes,
+            gauge: self.gauge.clone(),
+        });
+        let last = responses.len().saturating_sub(1);
+        for (i, response) in responses.into_iter().enumerate() {
+            let queued = Queued {
+                response,
+                _room: if i == last { permit.take() } else { None },
+            };
+            if self.queue.send(queued).is_err() {
+                return Delivery::Closed;
+            }
+        }
+        Delivery::Queued
+    }
+}
+
 type WatchResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -104,7 +207,10 @@ impl Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (metadata, extensions, requests) = request.into_parts();
-        let (out, responses) = mpsc::channel(STREAM_RESPONSES);
+        let (out, responses) = Outbox::new(
+            self.ctx.watch_stream_buffer_bytes,
+            self.hub.buffered_bytes().clone(),
+        );
         let mut progress = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ctx.watch_progress_interval,
             self.ctx.watch_progress_interval,
@@ -116,6 +222,7 @@ impl Watch for WatchService {
             hub: self.hub.subscribe(),
             hub_handle: self.hub.clone(),
             out,
+            behind: None,
             watchers: BTreeMap::new(),
             next_id: 0,
             credentials: Credentials {
@@ -124,8 +231,10 @@ impl Watch for WatchService {
             },
         };
         tokio::spawn(stream.run(requests));
+        // Taking a response for the wire releases its room (tonic then
+        // waits for HTTP/2 flow control before it takes the next).
         Ok(Response::new(Box::pin(
-            ReceiverStream::new(responses).map(Ok),
+            UnboundedReceiverStream::new(responses).map(|queued| Ok(queued.response)),
         )))
     }
 }
@@ -137,7 +246,11 @@ struct WatchStream {
     hub: broadcast::Receiver<Arc<AppliedEvents>>,
     /// For watchers to say they want `prev_kv`.
     hub_handle: WatchHub,
-    out: mpsc::Sender<pb::WatchResponse>,
+    out: Outbox,
+    /// Set while the stream's watchers owe events the hub has moved past
+    /// (the client did not read, or the stream fell behind the hub's
+    /// buffer): the room to wait for before catching up from history.
+    behind: Option<u32>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     /// The stream's credentials: every create is checked with them, as etcd
@@ -153,6 +266,8 @@ struct Credentials {
 impl WatchStream {
     async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
         loop {
+            let room = Arc::clone(&self.out.room);
+            let resume_at = self.behind;
             let keep_going = tokio::select! {
                 request = requests.next() => match request {
                     Some(Ok(request)) => self.handle(request).await,
@@ -160,18 +275,47 @@ impl WatchStream {
                     _ => false,
                 },
                 applied = self.hub.recv() => match applied {
-                    Ok(applied) => self.deliver(&applied).await,
+                    Ok(applied) if self.behind.is_none() => self.deliver(&applied).await,
+                    // Served from history once there is room.
+                    Ok(_) => true,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "watch stream fell behind; catching up from history");
-                        self.catch_up_all().await
+                        self.fall_behind(0);
+                        true
                     }
                     Err(broadcast::error::RecvError::Closed) => false,
                 },
-                _ = self.progress.tick() => self.notify_progress().await,
+                room = room.acquire_many_owned(resume_at.unwrap_or(0)), if resume_at.is_some() => {
+                    drop(room);
+                    self.behind = None;
+                    self.catch_up_all().await
+                }
+                _ = self.progress.tick() => self.notify_progress(),
             };
             if !keep_going {
                 return;
             }
+        }
+    }
+
+    /// Notes that the stream's watchers owe events the hub has moved past:
+    /// they are served from history once `needed` bytes (and half the
+    /// budget at least) are free.
+    fn fall_behind(&mut self, needed: u32) {
+        let resume = needed.max(self.out.budget / 2).min(self.out.budget);
+        self.behind = Some(self.behind.map_or(resume, |b| b.max(resume)));
+    }
+
+    /// What a failed attempt to queue means for the stream: false once the
+    /// client is gone.
+    fn settle(&mut self, delivery: Delivery) -> bool {
+        match delivery {
+            Delivery::Queued => true,
+            Delivery::NoRoom { needed } => {
+                self.fall_behind(needed);
+                true
+            }
+            Delivery::Closed => false,
         }
     }
 
@@ -183,8 +327,30 @@ impl WatchStream {
         self.ctx.store.current_revision().unwrap_or(0)
     }
 
-    async fn send(&self, response: pb::WatchResponse) -> bool {
-        self.out.send(response).await.is_ok()
+    /// Queues a response that must reach the client, waiting for room.
+    /// Meanwhile the hub is drained, the stream falling behind, so the hub
+    /// keeps no batch for it.
+    async fn send(&mut self, response: pb::WatchResponse) -> bool {
+        let responses = vec![response];
+        let needed = self.out.cost(&responses);
+        let room = Arc::clone(&self.out.room);
+        let acquire = room.acquire_many_owned(needed);
+        tokio::pin!(acquire);
+        loop {
+            tokio::select! {
+                permit = &mut acquire => {
+                    return match permit {
+                        Ok(permit) => self.out.enqueue(responses, permit) == Delivery::Queued,
+                        Err(_) => false,
+                    };
+                }
+                applied = self.hub.recv() => match applied {
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                    // Every event not sent is owed from history.
+                    _ => self.fall_behind(0),
+                },
+            }
+        }
     }
 
     async fn handle(&mut self, request: pb::WatchRequest) -> bool {
@@ -246,26 +412,26 @@ impl WatchStream {
             .map_err(Status::from)
         });
         if let Err(refused) = allowed {
-            return self.send(refuse(-1, refused.message())).await;
+            let response = refuse(-1, refused.message());
+            return self.send(response).await;
         }
         if create.start_revision < 0 {
-            return self
-                .send(refuse(-1, &MvccError::Compacted.to_string()))
-                .await;
+            let response = refuse(-1, &MvccError::Compacted.to_string());
+            return self.send(response).await;
         }
         let range = KeyRange::new(&create.key, &create.range_end);
         if !create.range_end.is_empty() && create.range_end != [0] && create.key >= create.range_end
         {
-            return self.send(refuse(-1, "mvcc: watcher range is empty")).await;
+            let response = refuse(-1, "mvcc: watcher range is empty");
+            return self.send(response).await;
         }
         let watch_id = if create.watch_id != 0 {
             if self.watchers.contains_key(&create.watch_id) {
-                return self
-                    .send(refuse(
-                        create.watch_id,
-                        "mvcc: duplicate watch ID provided on the WatchStream",
-                    ))
-                    .await;
+                let response = refuse(
+                    create.watch_id,
+                    "mvcc: duplicate watch ID provided on the WatchStream",
+                );
+                return self.send(response).await;
             }
             create.watch_id
         } else {
@@ -276,8 +442,6 @@ impl WatchStream {
         };
         use pb::watch_create_request::FilterType;
         let watcher = Watcher {
-            key: create.key.clone(),
-            range_end: create.range_end.clone(),
             range,
             prev_kv: create.prev_kv.then(|| self.hub_handle.prev_kv_interest()),
             no_put: create.filters.contains(&(FilterType::Noput as i32)),
@@ -301,12 +465,18 @@ impl WatchStream {
             return false;
         }
         self.watchers.insert(watch_id, watcher);
+        if self.behind.is_some() {
+            // Served with the others once there is room.
+            return true;
+        }
         self.catch_up(watch_id).await
     }
 
-    /// Sends a watcher everything from its next revision up to the current
-    /// revision out of the store's history, a page at a time. A response
-    /// never splits a revision.
+    /// Sends a watcher what it is owed from its next revision up to the
+    /// current revision out of the store's history, a bounded page at a
+    /// time, until done or the stream has no room (it is then behind, and
+    /// goes on from the first revision not sent). A response never splits a
+    /// revision.
     async fn catch_up(&mut self, watch_id: i64) -> bool {
         loop {
             let current = self.current_revision();
@@ -317,12 +487,13 @@ impl WatchStream {
             if start > current {
                 return true;
             }
-            let (key, range_end) = (watcher.key.clone(), watcher.range_end.clone());
-            let page = match self
-                .ctx
-                .store
-                .events(start, &key, &range_end, CATCH_UP_EVENTS)
-            {
+            let limits = EventPageLimits {
+                max_events: CATCH_UP_EVENTS,
+                // A page never holds much more than the stream may.
+                max_bytes: self.out.budget as usize,
+                prev_kv: watcher.prev_kv.is_some(),
+            };
+            let page = match self.ctx.store.event_page(start, &watcher.range, limits) {
                 Ok(page) => page,
                 Err(MvccError::Compacted) => return self.cancel_compacted(watch_id).await,
                 Err(err) => {
@@ -330,43 +501,28 @@ impl WatchStream {
                     return false;
                 }
             };
-            let (events, next) = if page.len() < CATCH_UP_EVENTS {
-                (page, current + 1)
-            } else {
-                let last = page.last().map_or(start, |e| e.kv.mod_revision);
-                if last == start {
-                    // One revision fills the page: read all of it.
-                    let whole = match self.ctx.store.events(start, &key, &range_end, 0) {
-                        Ok(events) => events
-                            .into_iter()
-                            .filter(|e| e.kv.mod_revision == start)
-                            .collect(),
-                        Err(_) => return self.cancel_compacted(watch_id).await,
-                    };
-                    (whole, start + 1)
-                } else {
-                    (
-                        page.into_iter()
-                            .filter(|e| e.kv.mod_revision < last)
-                            .collect(),
-                        last,
-                    )
-                }
-            };
             let mut by_revision: BTreeMap<i64, Vec<&Event>> = BTreeMap::new();
-            for event in &events {
+            for event in &page.events {
                 by_revision
                     .entry(event.kv.mod_revision)
                     .or_default()
                     .push(event);
             }
             for (revision, events) in by_revision {
-                if !self.send_events(watch_id, &events, revision).await {
-                    return false;
+                match self.send_events(watch_id, &events, revision) {
+                    Delivery::Queued => {}
+                    Delivery::NoRoom { needed } => {
+                        if let Some(watcher) = self.watchers.get_mut(&watch_id) {
+                            watcher.next_revision = revision;
+                        }
+                        self.fall_behind(needed);
+                        return true;
+                    }
+                    Delivery::Closed => return false,
                 }
             }
             if let Some(watcher) = self.watchers.get_mut(&watch_id) {
-                watcher.next_revision = next;
+                watcher.next_revision = page.next_revision;
             }
         }
     }
@@ -388,9 +544,13 @@ impl WatchStream {
         self.send(response).await
     }
 
+    /// Serves every watcher from history, until done or out of room again.
     async fn catch_up_all(&mut self) -> bool {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
+            if self.behind.is_some() {
+                return true;
+            }
             if !self.catch_up(id).await {
                 return false;
             }
@@ -402,6 +562,10 @@ impl WatchStream {
     async fn deliver(&mut self, applied: &AppliedEvents) -> bool {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
+            if self.behind.is_some() {
+                // The rest are served from history with it.
+                return true;
+            }
             let Some(watcher) = self.watchers.get(&id) else {
                 continue;
             };
@@ -416,19 +580,25 @@ impl WatchStream {
                 continue;
             }
             let wanted: Vec<&Event> = applied.events.iter().filter(|e| watcher.wants(e)).collect();
-            if !self.send_events(id, &wanted, applied.revision).await {
+            let delivery = self.send_events(id, &wanted, applied.revision);
+            if delivery == Delivery::Queued {
+                if let Some(watcher) = self.watchers.get_mut(&id) {
+                    watcher.next_revision = applied.revision + 1;
+                }
+            } else if !self.settle(delivery) {
                 return false;
-            }
-            if let Some(watcher) = self.watchers.get_mut(&id) {
-                watcher.next_revision = applied.revision + 1;
             }
         }
         true
     }
 
-    async fn send_events(&mut self, watch_id: i64, events: &[&Event], revision: i64) -> bool {
+    /// Queues a watcher's events of one revision (in fragments if it asked
+    /// and they are larger than the request limit), all or none.
+    fn send_events(&mut self, watch_id: i64, events: &[&Event], revision: i64) -> Delivery {
+        let header = self.header(revision);
+        let limit = self.ctx.max_request_bytes as usize;
         let Some(watcher) = self.watchers.get_mut(&watch_id) else {
-            return true;
+            return Delivery::Queued;
         };
         let events: Vec<mvccpb::Event> = events
             .iter()
@@ -436,31 +606,32 @@ impl WatchStream {
             .map(|e| watcher.to_pb(e))
             .collect();
         if events.is_empty() {
-            return true;
+            return Delivery::Queued;
         }
-        watcher.sent_since_progress = true;
-        let fragment = watcher.fragment;
         let response = pb::WatchResponse {
-            header: self.header(revision),
+            header,
             watch_id,
             events,
             ..Default::default()
         };
-        let limit = self.ctx.max_request_bytes as usize;
-        if !fragment || prost::Message::encoded_len(&response) <= limit {
-            return self.send(response).await;
-        }
-        for piece in fragments(response, limit) {
-            if !self.send(piece).await {
-                return false;
+        let responses = if watcher.fragment && prost::Message::encoded_len(&response) > limit {
+            fragments(response, limit)
+        } else {
+            vec![response]
+        };
+        let delivery = self.out.try_send(responses);
+        if delivery == Delivery::Queued {
+            if let Some(watcher) = self.watchers.get_mut(&watch_id) {
+                watcher.sent_since_progress = true;
             }
         }
-        true
+        delivery
     }
 
     /// Periodic progress: every watcher that asked for it and had no events
-    /// since the last tick learns how far it has been sent everything.
-    async fn notify_progress(&mut self) -> bool {
+    /// since the last tick learns how far it has been sent everything. A
+    /// stream with no room for one skips it (the next tick tells it again).
+    fn notify_progress(&mut self) -> bool {
         let current = self.current_revision();
         let due: Vec<(i64, i64)> = self
             .watchers
@@ -477,8 +648,9 @@ impl WatchStream {
                 watch_id,
                 ..Default::default()
             };
-            if !self.send(response).await {
-                return false;
+            match self.out.try_send(vec![response]) {
+                Delivery::Queued | Delivery::NoRoom { .. } => {}
+                Delivery::Closed => return false,
             }
         }
         true
