@@ -957,19 +957,33 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         let messages = self.route_snapshots(ready.messages)?;
         self.round_trips.sending(&messages);
         self.transport.send(messages);
+        // Committed entries this member already holds on disk, and that this
+        // Ready does not rewrite, are applied before its disk write: their
+        // clients need not wait for the fsync of newer entries (a follower
+        // learns a commit from the next append, which mostly brings entries
+        // to sync). Applied ahead of the hard state's commit is safe: the
+        // entries are committed and durable here, and on restart the state
+        // machine skips what it has applied.
+        let rewritten_from = ready.entries.first().map_or(Index::MAX, |e| e.index);
+        let on_disk = self.wal.durable_last_index().min(rewritten_from - 1);
+        let ahead = ready
+            .committed_entries
+            .partition_point(|e| e.index <= on_disk);
+        let (committed_on_disk, committed_after) = ready.committed_entries.split_at(ahead);
         if !ready.entries.is_empty() {
             self.wal.append_entries(&ready.entries)?;
         }
         if let Some(hard_state) = ready.hard_state {
             self.wal.set_hard_state(hard_state)?;
         }
+        self.apply(committed_on_disk)?;
         if ready.must_sync {
             self.sync_wal()?;
         }
         let persisted_messages = self.route_snapshots(ready.persisted_messages)?;
         self.round_trips.sending(&persisted_messages);
         self.transport.send(persisted_messages);
-        self.apply(&ready.committed_entries)?;
+        self.apply(committed_after)?;
         for read in ready.read_states {
             let Ok(context) = <[u8; 8]>::try_from(read.context.as_ref()) else {
                 continue;
