@@ -19,6 +19,33 @@ use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
+/// Stops every member still running, each with SIGTERM and exit 0.
+fn stop_all(members: &mut [Member]) {
+    for member in members {
+        if let Some(server) = member.server.take() {
+            assert!(server.stop().success());
+        }
+    }
+}
+
+/// The client port of a member other than the one on `leader`.
+fn a_follower(members: &[Member], leader: u16) -> u16 {
+    members
+        .iter()
+        .map(|m| m.port)
+        .find(|&p| p != leader)
+        .expect("a follower")
+}
+
+/// Takes the running member on `port` out of `members`, to stop it.
+fn take_member(members: &mut [Member], port: u16) -> common::Server {
+    let at = members
+        .iter()
+        .position(|m| m.port == port)
+        .expect("a member on that port");
+    members[at].server.take().expect("running")
+}
+
 async fn leader_port(members: &[Member]) -> Option<u16> {
     for member in members.iter().filter(|m| m.server.is_some()) {
         let Ok(mut client) =
@@ -182,11 +209,7 @@ fn a_leader_stopped_with_sigterm_hands_over_leadership_first() {
     let mut members = start_cluster(base.path(), 3);
     let rt = runtime();
     let leader = rt.block_on(leader_port(&members)).expect("a leader");
-    let victim = members
-        .iter()
-        .position(|m| m.port == leader)
-        .expect("leader is a member");
-    let server = members[victim].server.take().expect("running");
+    let server = take_member(&mut members, leader);
     assert!(server.stop().success(), "SIGTERM exits 0");
     // The moment the old leader has exited, a new one already leads: no
     // election timeout passed without a leader.
@@ -195,11 +218,7 @@ fn a_leader_stopped_with_sigterm_hands_over_leadership_first() {
         new_leader.is_some_and(|p| p != leader),
         "leadership was handed over before exit"
     );
-    for member in &mut members {
-        if let Some(server) = member.server.take() {
-            assert!(server.stop().success());
-        }
-    }
+    stop_all(&mut members);
 }
 
 async fn member_list(port: u16) -> Vec<pb::Member> {
@@ -484,11 +503,7 @@ fn followers_forward_keep_alives_and_a_new_leader_resumes_lease_clocks_from_chec
     );
     let rt = runtime();
     let leader = rt.block_on(leader_port(&members)).expect("a leader");
-    let follower = members
-        .iter()
-        .map(|m| m.port)
-        .find(|&p| p != leader)
-        .expect("a follower");
+    let follower = a_follower(&members, leader);
 
     // Grant, attach a key and keep alive, all through a follower.
     let id = rt.block_on(async {
@@ -525,11 +540,7 @@ fn followers_forward_keep_alives_and_a_new_leader_resumes_lease_clocks_from_chec
 
     // Let a few checkpoints pass, then hand leadership over.
     std::thread::sleep(Duration::from_millis(4500));
-    let victim = members
-        .iter()
-        .position(|m| m.port == leader)
-        .expect("leader is a member");
-    let server = members[victim].server.take().expect("running");
+    let server = take_member(&mut members, leader);
     assert!(server.stop().success());
     let new_leader = rt.block_on(leader_port(&members)).expect("a new leader");
     let resumed = rt.block_on(time_to_live(new_leader, id));
@@ -547,11 +558,75 @@ fn followers_forward_keep_alives_and_a_new_leader_resumes_lease_clocks_from_chec
             logs.join("\n-----\n")
         );
     }
-    for member in &mut members {
-        if let Some(server) = member.server.take() {
-            assert!(server.stop().success());
+    stop_all(&mut members);
+}
+
+/// A client's keep-alive stream on a follower: many renewals in a row are
+/// answered (the follower holds one stream to the leader for them), and the
+/// same stream goes on being answered after the leader is stopped and
+/// another elected.
+#[test]
+fn a_keep_alive_stream_on_a_follower_is_answered_throughout_and_across_a_leader_change() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster(base.path(), 3);
+    let rt = runtime();
+    let leader = rt.block_on(leader_port(&members)).expect("a leader");
+    // A follower that stays one: the leader is stopped below, so the
+    // survivor's stream is handed to the new leader (or answered here).
+    let follower = a_follower(&members, leader);
+    rt.block_on(async {
+        let mut leases = LeaseClient::connect(format!("http://127.0.0.1:{follower}"))
+            .await
+            .expect("connect");
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let grant = pb::LeaseGrantRequest { ttl: 30, id: 0 };
+            ids.push(
+                leases
+                    .lease_grant(grant)
+                    .await
+                    .expect("grant")
+                    .into_inner()
+                    .id,
+            );
         }
-    }
+        let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+        let mut answers = leases
+            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await
+            .expect("keep-alive through a follower")
+            .into_inner();
+        let renew = |id: i64| {
+            let requests = requests.clone();
+            async move {
+                requests
+                    .send(pb::LeaseKeepAliveRequest { id })
+                    .await
+                    .expect("request sent");
+            }
+        };
+        for round in 0..2_000 {
+            let id = ids[round % ids.len()];
+            renew(id).await;
+            let answer = answers.message().await.expect("answer").expect("one");
+            assert_eq!((answer.id, answer.ttl), (id, 30), "renewal {round}");
+        }
+
+        let server = take_member(&mut members, leader);
+        assert!(server.stop().success());
+        let new_leader = leader_port(&members).await.expect("a new leader");
+        assert_ne!(new_leader, leader);
+        for &id in &ids {
+            renew(id).await;
+            let answer = answers
+                .message()
+                .await
+                .expect("answered after the leader change")
+                .expect("one");
+            assert_eq!((answer.id, answer.ttl), (id, 30));
+        }
+    });
+    stop_all(&mut members);
 }
 
 /// A put with the exactly-once request id (client 4343, `sequence`).
@@ -667,11 +742,7 @@ fn a_write_retried_after_the_leader_died_before_answering_is_applied_once() {
         assert!(Instant::now() < deadline, "the old leader did not catch up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for member in &mut members {
-        if let Some(server) = member.server.take() {
-            assert!(server.stop().success());
-        }
-    }
+    stop_all(&mut members);
 }
 
 /// `--request-outcome-ttl` bounds how long a retry is recognised: within it

@@ -1,7 +1,8 @@
 //! The Lease service. Grants and revocations go through Raft; keep-alives
 //! and time-to-live are answered by the leader's [`Lessor`], which is the
 //! only member that keeps lease clocks. A follower hands them to the leader
-//! over the leader's client URL, as etcd's followers do over the peer port.
+//! on the leader's peer URL (as etcd's followers do), over one stream per
+//! client keep-alive stream, opened again when the leader changes.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,36 +100,119 @@ async fn renew_locally(ctx: &ServiceContext, lessor: &Lessor, id: i64) -> Result
     Ok(renewal.ttl)
 }
 
-/// One keep-alive, answered here if this member leads, else by the leader.
-async fn keep_alive_once(
+/// One keep-alive answered by this member, which leads.
+async fn keep_alive_here(
     ctx: &ServiceContext,
     lessor: &Lessor,
     id: i64,
 ) -> Result<pb::LeaseKeepAliveResponse, Status> {
-    if follow_leadership(ctx, lessor) {
-        let ttl = renew_locally(ctx, lessor, id).await?;
-        let revision = ctx
-            .store
-            .current_revision()
-            .map_err(|e| status::from_mvcc(&e))?;
-        return Ok(pb::LeaseKeepAliveResponse {
-            header: ctx.header(revision),
-            id,
-            ttl,
-        });
-    }
-    let channel = ctx.leader_channel()?;
-    ctx.with_timeout(async {
-        let mut answers = LeaseClient::new(channel)
-            .lease_keep_alive(tokio_stream::once(pb::LeaseKeepAliveRequest { id }))
-            .await?
-            .into_inner();
-        answers
-            .message()
-            .await?
-            .ok_or_else(|| Status::unavailable("etcdserver: the leader closed the keep-alive"))
+    let ttl = renew_locally(ctx, lessor, id).await?;
+    let revision = ctx
+        .store
+        .current_revision()
+        .map_err(|e| status::from_mvcc(&e))?;
+    Ok(pb::LeaseKeepAliveResponse {
+        header: ctx.header(revision),
+        id,
+        ttl,
     })
-    .await
+}
+
+/// A client's keep-alive stream, held open to the leader while this member
+/// follows: one stream for all of the client's keep-alives, as etcd's
+/// clients hold one, instead of a stream (and a task on the leader) opened
+/// for each.
+struct LeaderStream {
+    leader: u64,
+    requests: mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    answers: Streaming<pb::LeaseKeepAliveResponse>,
+}
+
+impl LeaderStream {
+    async fn open(ctx: &ServiceContext) -> Result<Self, Status> {
+        let leader = ctx.node.shared().leader_id();
+        let channel = ctx.leader_channel()?;
+        let (requests, outgoing) = mpsc::channel(1);
+        let answers = ctx
+            .with_timeout(async {
+                Ok(LeaseClient::new(channel)
+                    .lease_keep_alive(ReceiverStream::new(outgoing))
+                    .await?
+                    .into_inner())
+            })
+            .await?;
+        Ok(Self {
+            leader,
+            requests,
+            answers,
+        })
+    }
+
+    async fn keep_alive(
+        &mut self,
+        ctx: &ServiceContext,
+        id: i64,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let closed = || Status::unavailable("etcdserver: the leader closed the keep-alive");
+        self.requests
+            .send(pb::LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| closed())?;
+        ctx.with_timeout(async { self.answers.message().await?.ok_or_else(closed) })
+            .await
+    }
+}
+
+/// The leader's id once there is one, as etcd's followers wait for one
+/// before handing a renewal on; 0 if none was elected within the request
+/// timeout (the hand-over then fails with "no leader").
+async fn wait_for_leader(ctx: &ServiceContext) -> u64 {
+    let deadline = tokio::time::Instant::now() + ctx.request_timeout;
+    loop {
+        let leader = ctx.node.shared().leader_id();
+        if leader != 0 || tokio::time::Instant::now() >= deadline {
+            return leader;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Answers a client's keep-alive stream: here while this member leads,
+/// else through a stream of its own to the leader, opened again when the
+/// leader changes or the stream breaks.
+async fn serve_keep_alives(
+    ctx: ServiceContext,
+    lessor: Arc<Lessor>,
+    mut requests: Streaming<pb::LeaseKeepAliveRequest>,
+    out: mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
+) {
+    let mut upstream: Option<LeaderStream> = None;
+    while let Some(Ok(req)) = requests.next().await {
+        let leader = wait_for_leader(&ctx).await;
+        let response = if follow_leadership(&ctx, &lessor) {
+            upstream = None;
+            keep_alive_here(&ctx, &lessor, req.id).await
+        } else {
+            if upstream.as_ref().is_some_and(|u| u.leader != leader) {
+                upstream = None;
+            }
+            let forwarded = match upstream.as_mut() {
+                Some(stream) => stream.keep_alive(&ctx, req.id).await,
+                None => match LeaderStream::open(&ctx).await {
+                    Ok(stream) => upstream.insert(stream).keep_alive(&ctx, req.id).await,
+                    Err(err) => Err(err),
+                },
+            };
+            if forwarded.is_err() {
+                upstream = None;
+            }
+            forwarded
+        };
+        let stop = response.is_err();
+        if out.send(response).await.is_err() || stop {
+            return;
+        }
+    }
 }
 
 type KeepAliveStream =
@@ -187,19 +271,14 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut requests = request.into_inner();
+        let requests = request.into_inner();
         let (out, responses) = mpsc::channel(64);
-        let lessor = self.lessor.clone();
-        let ctx = self.ctx.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(req)) = requests.next().await {
-                let response = keep_alive_once(&ctx, &lessor, req.id).await;
-                let stop = response.is_err();
-                if out.send(response).await.is_err() || stop {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(serve_keep_alives(
+            self.ctx.clone(),
+            self.lessor.clone(),
+            requests,
+            out,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
     }
 
