@@ -6,17 +6,28 @@
 # one cluster at a time, each round starting fresh ones (etcd, then
 # raftkv); the same `raftkvctl bench` runs drive both. Every run saves its
 # `--json` report; `raftkvctl bench report` turns them into medians and
-# ratios. Finally each server is loaded with LOAD_KEYS keys of 256 B and
+# ratios. Then each server is loaded with LOAD_KEYS keys of 256 B and
 # its peak memory (VmHWM, summed over the members) and data directories
-# are measured.
+# are measured. Last, the store size: a fresh single-member cluster of each
+# is written with STORE_KEYS new keys of log-uniform value sizes (the same
+# sizes for both, by seed), and its live bytes, dbSize, dbSizeInUse and
+# data directory are measured; then another, with --quota-backend-bytes
+# QUOTA_BYTES, is written with such keys until the first NOSPACE.
 #
 # Settings (environment):
 #   ROUNDS=3          rounds of every workload on each server
 #   DURATION=10       seconds per run
 #   CLIENTS="1 16 64 256"
-#   WORKLOADS="put get get-serializable txn-put"
+#   WORKLOADS="put get get-serializable txn-put lease-keepalive"
+#   KEEPALIVE_CLIENTS=20    lease-keepalive's clients (one stream each),
+#   KEEPALIVE_LEASES=1000   renewing this many leases in turn
 #   LOAD_KEYS=1000000 keys loaded for the memory and disk measure (0: skip)
-#   TARGET=leader     connections to the leader only, or `all` members
+#   STORE_KEYS=40000  new keys written for the store-size measure (0: skip)
+#   VAL_SIZE_MIN=10 VAL_SIZE_MAX=65536  their values, log-uniform in size
+#   STORE_SEED=16     seed of the value sizes
+#   QUOTA_BYTES=268435456  --quota-backend-bytes of the NOSPACE measure (0: skip)
+#   QUOTA_MAX_KEYS=1000000 QUOTA_SECONDS=1200  its bounds, if NOSPACE never comes
+#   TARGET=all        connections spread over `all` members, or `leader` only
 #   SERVERS="etcd raftkv"  which to run (one alone: a quick check of a change)
 #   OUT=docs/benchmarks.md
 #   TLS=1             both servers with TLS on the client and peer ports
@@ -24,8 +35,9 @@
 #                     certificates, made here with openssl); written to
 #                     docs/benchmarks-tls.md unless OUT is set
 #   QUICK=1           a smoke run: 1 round of 2 s, 1 and 64 clients,
-#                     put and get, 20000 keys loaded, written to
-#                     $TMPDIR unless OUT is set
+#                     put, get and lease-keepalive, 20000 keys loaded,
+#                     2000 keys for the store size, a 32 MiB quota,
+#                     written to $TMPDIR unless OUT is set
 #
 # Only loopback is used; every process this script starts is stopped (by
 # its PID) when it exits.
@@ -34,22 +46,34 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 if [ "${QUICK:-0}" = 1 ]; then
-  : "${ROUNDS:=1}" "${DURATION:=2}" "${CLIENTS:=1 64}" "${WORKLOADS:=put get}"
+  : "${ROUNDS:=1}" "${DURATION:=2}" "${CLIENTS:=1 64}" "${WORKLOADS:=put get lease-keepalive}"
   : "${LOAD_KEYS:=20000}" "${OUT:=${TMPDIR:-/tmp}/benchmarks-quick.md}"
+  : "${STORE_KEYS:=2000}" "${QUOTA_BYTES:=33554432}"
 fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-1 16 64 256}
-WORKLOADS=${WORKLOADS:-put get get-serializable txn-put}
+WORKLOADS=${WORKLOADS:-put get get-serializable txn-put lease-keepalive}
+KEEPALIVE_CLIENTS=${KEEPALIVE_CLIENTS:-20}
+KEEPALIVE_LEASES=${KEEPALIVE_LEASES:-1000}
 LOAD_KEYS=${LOAD_KEYS:-1000000}
-TARGET=${TARGET:-leader}
+STORE_KEYS=${STORE_KEYS:-40000}
+VAL_SIZE_MIN=${VAL_SIZE_MIN:-10}
+VAL_SIZE_MAX=${VAL_SIZE_MAX:-65536}
+STORE_SEED=${STORE_SEED:-16}
+QUOTA_BYTES=${QUOTA_BYTES:-268435456}
+QUOTA_MAX_KEYS=${QUOTA_MAX_KEYS:-1000000}
+QUOTA_SECONDS=${QUOTA_SECONDS:-1200}
+TARGET=${TARGET:-all}
 SERVERS=${SERVERS:-etcd raftkv}
 TLS=${TLS:-0}
 if [ "$TLS" = 1 ]; then OUT=${OUT:-docs/benchmarks-tls.md}; fi
 OUT=${OUT:-docs/benchmarks.md}
 # Keys the read workloads read (written before them, every round).
 READ_KEYS=10000
-COMMAND="TLS=$TLS ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" LOAD_KEYS=$LOAD_KEYS TARGET=$TARGET bench/compare-etcd.sh"
+# Clients writing the store-size and quota measures' keys.
+STORE_CLIENTS=16
+COMMAND="TLS=$TLS ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" KEEPALIVE_CLIENTS=$KEEPALIVE_CLIENTS KEEPALIVE_LEASES=$KEEPALIVE_LEASES LOAD_KEYS=$LOAD_KEYS STORE_KEYS=$STORE_KEYS VAL_SIZE_MIN=$VAL_SIZE_MIN VAL_SIZE_MAX=$VAL_SIZE_MAX STORE_SEED=$STORE_SEED QUOTA_BYTES=$QUOTA_BYTES TARGET=$TARGET bench/compare-etcd.sh"
 
 # ---- prerequisites -----------------------------------------------------
 if ! command -v etcd >/dev/null 2>&1; then
@@ -131,21 +155,23 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-# start_cluster KIND NAME: 3 members of KIND (etcd or raftkv) with fresh
-# data directories; sets ENDPOINTS and DATA.
+# start_cluster KIND NAME [MEMBERS [SERVER FLAGS...]]: MEMBERS (3) members
+# of KIND (etcd or raftkv) with fresh data directories; sets ENDPOINTS and
+# DATA.
 start_cluster() {
-  local kind=$1 name=$2 bin ports i initial=""
+  local kind=$1 name=$2 members=${3:-3} bin ports i initial=""
+  shift $(($# < 3 ? $# : 3))
   [ "$kind" = etcd ] && bin=$ETCD || bin=$RAFTKV
-  read -r -a ports <<<"$(free_ports 6)"
+  read -r -a ports <<<"$(free_ports $((2 * members)))"
   DATA=$WORK/data/$name
   rm -rf "$DATA"
   mkdir -p "$DATA"
-  for i in 0 1 2; do
-    initial+="${initial:+,}m$i=$SCHEME://127.0.0.1:${ports[$((i + 3))]}"
+  for ((i = 0; i < members; i++)); do
+    initial+="${initial:+,}m$i=$SCHEME://127.0.0.1:${ports[$((i + members))]}"
   done
   ENDPOINTS=""
-  for i in 0 1 2; do
-    local client=$SCHEME://127.0.0.1:${ports[$i]} peer=$SCHEME://127.0.0.1:${ports[$((i + 3))]}
+  for ((i = 0; i < members; i++)); do
+    local client=$SCHEME://127.0.0.1:${ports[$i]} peer=$SCHEME://127.0.0.1:${ports[$((i + members))]}
     ENDPOINTS+="${ENDPOINTS:+,}$SCHEME://127.0.0.1:${ports[$i]}"
     "$bin" --name "m$i" --data-dir "$DATA/m$i" \
       --listen-client-urls "$client" --advertise-client-urls "$client" \
@@ -153,7 +179,7 @@ start_cluster() {
       --initial-cluster "$initial" --initial-cluster-state new \
       --initial-cluster-token bench \
       --heartbeat-interval 100 --election-timeout 1000 --snapshot-count 100000 \
-      "${SERVER_TLS[@]}" >"$WORK/$name-m$i.log" 2>&1 &
+      "${SERVER_TLS[@]}" "$@" >"$WORK/$name-m$i.log" 2>&1 &
     PIDS+=($!)
   done
   for _ in $(seq 300); do
@@ -174,6 +200,7 @@ bench() {
   local args=()
   case $workload in
     get-serializable) workload=get args=(--serializable) ;;
+    lease-keepalive) args=(--leases "$KEEPALIVE_LEASES") ;;
   esac
   # Bounded: a run that hangs ends the script. The load of LOAD_KEYS keys
   # sets BENCH_TIMEOUT, as it is bounded by --total, not --duration.
@@ -198,7 +225,9 @@ run_round() {
   bench "$kind" put 64 "$WORK/load/$kind-r$round-preload.json" \
     --sequential-keys --key-space "$READ_KEYS" --total "$READ_KEYS"
   for workload in $WORKLOADS; do
-    for clients in $CLIENTS; do
+    local counts=$CLIENTS
+    [ "$workload" = lease-keepalive ] && counts=$KEEPALIVE_CLIENTS
+    for clients in $counts; do
       local out=$RESULTS/$kind-$workload-c$clients-r$round.json
       bench "$kind" "$workload" "$clients" "$out" --duration "${DURATION}s" --key-space "$READ_KEYS"
       python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("   %-18s %4d clients %10.0f ops/s  p50 %8.3f ms  p99 %8.3f ms  errors %d" % (sys.argv[2], r["clients"], r["throughput"], r["latency_ms"].get("p50",0), r["latency_ms"].get("p99",0), r["errors"]))' "$out" "$workload"
@@ -231,12 +260,91 @@ measure_resources() {
   stop_cluster
 }
 
+# field FILE EXPR: a figure of a JSON file (r is the object, e.g. r["ok"]).
+field() {
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); v=eval(sys.argv[2]); print(json.dumps(v))' "$1" "$2"
+}
+
+# store_status: dbSize and dbSizeInUse of the one member at ENDPOINTS, as
+# it reports them (Maintenance Status).
+store_status() {
+  ctl --endpoints="$ENDPOINTS" --command-timeout=10s -w json endpoint status >"$WORK/status.json"
+  read -r DB_SIZE DB_IN_USE < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))[0]["Status"]; print(s["dbSize"], s.get("dbSizeInUse", 0))' "$WORK/status.json")
+}
+
+# put_sized KIND OUT KEYS SECONDS [args]: KEYS new keys (0, 1, 2...) with
+# log-uniform value sizes from STORE_SEED, bounded by KEYS and SECONDS.
+put_sized() {
+  local kind=$1 out=$2 keys=$3 seconds=$4
+  shift 4
+  BENCH_TIMEOUT=$((seconds + 120)) bench "$kind" put "$STORE_CLIENTS" "$out" \
+    --sequential-keys --key-space "$keys" --total "$keys" --duration "${seconds}s" \
+    --val-size-min "$VAL_SIZE_MIN" --val-size-max "$VAL_SIZE_MAX" --seed "$STORE_SEED" \
+    --request-timeout 30s "$@"
+}
+
+measure_store() {
+  local kind=$1
+  local load=$WORK/load/$kind-store.json
+  echo "== writing $STORE_KEYS keys of $VAL_SIZE_MIN B to $VAL_SIZE_MAX B (log-uniform) into a single-member $kind"
+  start_cluster "$kind" "$kind-store" 1
+  put_sized "$kind" "$load" "$STORE_KEYS" 1800
+  # The stores commit in the background (etcd every 100 ms): let them.
+  sleep 2
+  store_status
+  local live bytes errors
+  live=$(field "$load" 'r["written_bytes"]')
+  errors=$(field "$load" 'r["errors"]')
+  bytes=$(du -sb "$DATA" | cut -f1)
+  printf '{"kind":"store-size","label":"%s","members":1,"keys":%s,"val_size_min":%s,"val_size_max":%s,"seed":%s,"live_bytes":%s,"db_size":%s,"db_size_in_use":%s,"data_dir_bytes":%s,"errors":%s}\n' \
+    "$kind" "$(field "$load" 'r["ok"]')" "$VAL_SIZE_MIN" "$VAL_SIZE_MAX" "$STORE_SEED" "$live" "$DB_SIZE" "$DB_IN_USE" "$bytes" "$errors" \
+    >"$RESULTS/store-size-$kind.json"
+  if [ "$errors" != 0 ]; then
+    echo "- $kind: $errors of the $STORE_KEYS puts of the store-size measure failed" >>"$WORK/load-notes.md"
+  fi
+  echo "   live $((live / 1048576)) MiB, dbSize $((DB_SIZE / 1048576)) MiB, in use $((DB_IN_USE / 1048576)) MiB, data dir $((bytes / 1048576)) MiB"
+  stop_cluster
+  rm -rf "$DATA"
+}
+
+measure_quota() {
+  local kind=$1
+  local load=$WORK/load/$kind-quota.json
+  echo "== writing such keys into a single-member $kind with --quota-backend-bytes $QUOTA_BYTES until NOSPACE"
+  start_cluster "$kind" "$kind-quota" 1 --quota-backend-bytes "$QUOTA_BYTES"
+  put_sized "$kind" "$load" "$QUOTA_MAX_KEYS" "$QUOTA_SECONDS" --stop-on-nospace
+  sleep 2
+  store_status
+  local nospace live
+  nospace=$(field "$load" 'r["nospace"]')
+  # Live data when NOSPACE came; everything written if it never did.
+  live=$(field "$load" 'r["nospace_at_bytes"] if r["nospace"] else r["written_bytes"]')
+  printf '{"kind":"quota","label":"%s","members":1,"quota_bytes":%s,"nospace":%s,"keys":%s,"live_bytes":%s,"written_bytes":%s,"db_size":%s,"db_size_in_use":%s,"other_errors":%s}\n' \
+    "$kind" "$QUOTA_BYTES" "$nospace" "$(field "$load" 'r["ok"]')" "$live" "$(field "$load" 'r["written_bytes"]')" "$DB_SIZE" "$DB_IN_USE" \
+    "$(field "$load" 'sum(e["count"] for e in r["error_kinds"] if "database space exceeded" not in e["message"])')" \
+    >"$RESULTS/quota-$kind.json"
+  local others
+  others=$(field "$RESULTS/quota-$kind.json" 'r["other_errors"]')
+  if [ "$others" != 0 ]; then
+    echo "- $kind: $others puts of the quota measure failed with another error than NOSPACE" >>"$WORK/load-notes.md"
+  fi
+  echo "   NOSPACE: $nospace, live $((live / 1048576)) MiB of a $((QUOTA_BYTES / 1048576)) MiB quota, dbSize $((DB_SIZE / 1048576)) MiB"
+  stop_cluster
+  rm -rf "$DATA"
+}
+
 STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 for round in $(seq "$ROUNDS"); do
   for server in $SERVERS; do run_round "$server" "$round"; done
 done
 if [ "$LOAD_KEYS" -gt 0 ]; then
   for server in $SERVERS; do measure_resources "$server"; done
+fi
+if [ "$STORE_KEYS" -gt 0 ]; then
+  for server in $SERVERS; do measure_store "$server"; done
+fi
+if [ "$QUOTA_BYTES" -gt 0 ]; then
+  for server in $SERVERS; do measure_quota "$server"; done
 fi
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -257,16 +365,40 @@ mkdir -p "$(dirname "$OUT")"
   fi
   echo "- etcd: $("$ETCD" --version | head -1 | sed 's/etcd Version: //'), raftkv: $(git rev-parse --short HEAD)$([ -z "$(git status --porcelain --untracked-files=no)" ] || echo ' (with local changes)')"
   echo "- each: 3 members on 127.0.0.1, \`--heartbeat-interval 100 --election-timeout 1000 --snapshot-count 100000\`, fresh data directories on the same disk, one cluster running at a time"
-  echo "- load: \`raftkvctl bench\` on the same machine, $DURATION s per run, connections to the ${TARGET} (\`--target $TARGET\`), one connection per 4 clients, 8 B keys over a space of $READ_KEYS (written before the reads), 256 B values; rounds alternate etcd, raftkv"
+  if [ "$TARGET" = all ]; then SPREAD="connections spread over the 3 members"; else SPREAD="connections to the leader"; fi
+  echo "- load: \`raftkvctl bench\` on the same machine, $DURATION s per run, $SPREAD (\`--target $TARGET\`), one connection per 4 clients, 8 B keys over a space of $READ_KEYS (written before the reads), 256 B values; rounds alternate etcd, raftkv"
+  if [[ " $WORKLOADS " == *" lease-keepalive "* ]]; then
+    echo "- lease-keepalive: $KEEPALIVE_CLIENTS clients, each with a keep-alive stream, renewing $KEEPALIVE_LEASES leases (granted before the run, TTL 60 s) in turn, one request in flight per stream"
+  fi
   echo
+  report() { "$CTL" bench report "$RESULTS" --baseline etcd --candidate raftkv --part "$1"; }
   echo "## Throughput and latency"
   echo
-  "$CTL" bench report "$RESULTS" --baseline etcd --candidate raftkv
-  echo
-  echo "Memory and disk: a fresh cluster of each loaded with \`bench put --sequential-keys\` (256 clients), then the members' VmHWM from /proc and \`du -sb\` of their data directories."
+  report runs
+  if [ "$LOAD_KEYS" -gt 0 ]; then
+    echo
+    echo "## Memory and disk"
+    report resources
+    echo
+    echo "A fresh cluster of each loaded with \`bench put --sequential-keys\` (256 clients), then the members' VmHWM from /proc and \`du -sb\` of their data directories."
+  fi
+  if [ "$STORE_KEYS" -gt 0 ]; then
+    echo
+    echo "## Store size"
+    report store-size
+    echo
+    echo "A fresh single-member cluster of each written with $STORE_KEYS new keys (8 B, no overwrites, no deletes) by \`bench put --sequential-keys --val-size-min $VAL_SIZE_MIN --val-size-max $VAL_SIZE_MAX --seed $STORE_SEED\` ($STORE_CLIENTS clients): values log-uniform in size, the same size for each key on both servers. Live is the sum of the keys' and values' sizes; dbSize and dbSizeInUse are what the member reports (Maintenance Status, \`raftkvctl endpoint status -w json\`) 2 s after the last put; the data dir is \`du -sb\` of the member's data directory (store, WAL and snapshots)."
+  fi
+  if [ "$QUOTA_BYTES" -gt 0 ]; then
+    echo
+    echo "## Backend quota: live data at NOSPACE"
+    report quota
+    echo
+    echo "A fresh single-member cluster of each with \`--quota-backend-bytes $QUOTA_BYTES\`, written with such keys (the same sizes, from key 0 on) by \`bench put --stop-on-nospace\` until the first put failed with NOSPACE (\`mvcc: database space exceeded\`), bounded by $QUOTA_MAX_KEYS keys and $QUOTA_SECONDS s. Live at NOSPACE is the keys and values acknowledged when the first NOSPACE arrived; dbSize and dbSizeInUse are read 2 s after it."
+  fi
   if [ -s "$WORK/load-notes.md" ]; then
     echo
-    echo "Errors during the load (the sizes above are for the keys that were written):"
+    echo "Errors while writing the keys (the sizes above are for the keys that were written):"
     echo
     cat "$WORK/load-notes.md"
   fi

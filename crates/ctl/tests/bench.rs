@@ -78,6 +78,90 @@ fn put_writes_its_total_of_keys() {
     assert!(read(&server, b"00000200").kvs.is_empty());
 }
 
+/// The values of keys `0..count` (8 B keys), read back.
+fn value_sizes(server: &TestServer, count: u64) -> Vec<usize> {
+    (0..count)
+        .map(|i| {
+            let got = read(server, format!("{i:08}").as_bytes());
+            got.kvs.first().map_or(0, |kv| kv.value.len())
+        })
+        .collect()
+}
+
+#[test]
+fn log_uniform_values_follow_the_seed_and_their_bytes_are_counted() {
+    let sized = |seed: &str| {
+        let server = TestServer::start();
+        let report = bench(
+            &server,
+            &[
+                "put",
+                "--total",
+                "300",
+                "--clients",
+                "8",
+                "--sequential-keys",
+                "--key-space",
+                "300",
+                "--val-size-min",
+                "10",
+                "--val-size-max",
+                "65536",
+                "--seed",
+                seed,
+            ],
+        );
+        assert_all_ok(&report, "put", 300);
+        assert!(report["val_size"].is_null(), "{report}");
+        let sizes = value_sizes(&server, 300);
+        let live: usize = sizes.iter().map(|s| s + 8).sum();
+        assert_eq!(report["written_bytes"], live as u64, "{report}");
+        assert_eq!(report["nospace"], false, "{report}");
+        sizes
+    };
+    let sizes = sized("16");
+    assert!(sizes.iter().all(|s| (10..=65_536).contains(s)), "{sizes:?}");
+    assert!(sizes.iter().any(|&s| s < 100) && sizes.iter().any(|&s| s > 6_500));
+    // Another server, another interleaving of 8 clients: the same sizes.
+    assert_eq!(sized("16"), sizes);
+    assert_ne!(sized("17"), sizes);
+}
+
+#[test]
+fn put_stops_at_the_first_nospace_and_reports_what_it_wrote() {
+    let server = TestServer::start_with(&["--quota-backend-bytes", "4194304"]);
+    let started = std::time::Instant::now();
+    let report = bench(
+        &server,
+        &[
+            "put",
+            "--total",
+            "100000",
+            "--duration",
+            "60s",
+            "--clients",
+            "4",
+            "--sequential-keys",
+            "--key-space",
+            "100000",
+            "--val-size",
+            "16384",
+            "--stop-on-nospace",
+        ],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(report["nospace"], true, "{report}");
+    let ok = report["ok"].as_u64().unwrap();
+    assert!(ok > 0 && ok < 100_000, "{report}");
+    // Only NOSPACE errors, at most one per client in flight when it came.
+    let errors = report["errors"].as_u64().unwrap();
+    assert!((1..=4).contains(&errors), "{report}");
+    let at = report["nospace_at_bytes"].as_u64().unwrap();
+    let written = report["written_bytes"].as_u64().unwrap();
+    assert!(at <= written && written == ok * (8 + 16_384), "{report}");
+    assert!(at > 2 << 20 && at < 4 << 20, "{report}");
+}
+
 #[test]
 fn linearizable_and_serializable_gets_run_to_their_total() {
     let server = TestServer::start();
@@ -150,6 +234,27 @@ fn lease_keepalive_and_range_and_mixed_run_to_their_total() {
         &["lease-keepalive", "--total", "100", "--clients", "2"],
     );
     assert_all_ok(&report, "lease-keepalive", 100);
+    assert_eq!(report["leases"], 2, "one per client by default");
+    let report = bench(
+        &server,
+        &[
+            "lease-keepalive",
+            "--total",
+            "300",
+            "--clients",
+            "4",
+            "--conns",
+            "2",
+            "--leases",
+            "50",
+        ],
+    );
+    assert_all_ok(&report, "lease-keepalive", 300);
+    assert_eq!(report["leases"], 50, "{report}");
+    let left = runtime()
+        .block_on(server.client().lease_leases())
+        .expect("lease list");
+    assert!(left.leases.is_empty(), "revoked after the run: {left:?}");
     let report = bench(
         &server,
         &[
@@ -212,9 +317,44 @@ fn bad_options_are_refused_with_exit_128() {
         &["bench", "put", "--clients", "2", "--conns", "3"],
         &["bench", "put", "--serializable"],
         &["bench", "mixed", "--read-ratio", "1.5"],
+        &["bench", "put", "--leases", "10"],
+        &["bench", "lease-keepalive", "--leases", "0"],
+        &[
+            "bench",
+            "put",
+            "--val-size-min",
+            "0",
+            "--val-size-max",
+            "10",
+        ],
+        &[
+            "bench",
+            "put",
+            "--val-size-min",
+            "20",
+            "--val-size-max",
+            "10",
+        ],
     ] {
         let out = run(Tool::Raftkvctl, &server.endpoint(), args, None, None);
         assert_eq!(out.code, 128, "{args:?}: {}", out.stderr);
+    }
+    // Options that go together, or not at all, are the parser's: exit 1.
+    for args in [
+        &["bench", "put", "--val-size-min", "10"][..],
+        &[
+            "bench",
+            "put",
+            "--val-size",
+            "5",
+            "--val-size-min",
+            "1",
+            "--val-size-max",
+            "10",
+        ],
+    ] {
+        let out = run(Tool::Raftkvctl, &server.endpoint(), args, None, None);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
     }
 }
 

@@ -47,7 +47,8 @@ pub enum BenchCommand {
     Range(#[command(flatten)] LoadArgs),
     /// Watch latency: time from a put to its event on a watch stream.
     Watch(#[command(flatten)] LoadArgs),
-    /// Lease keep-alive round trips on one stream per client.
+    /// Lease keep-alive round trips on one stream per client, over --leases
+    /// leases granted before the run.
     LeaseKeepalive(#[command(flatten)] LoadArgs),
     /// Gets and puts mixed by --read-ratio.
     Mixed(#[command(flatten)] LoadArgs),
@@ -89,6 +90,24 @@ pub struct LoadArgs {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     pub val_size: usize,
+    /// Values log-uniform in size from this many bytes (with
+    /// --val-size-max), one size for each key, picked by --seed.
+    #[arg(long, requires = "val_size_max", conflicts_with = "val_size")]
+    pub val_size_min: Option<usize>,
+    /// The largest value when sizes are log-uniform.
+    #[arg(long, requires = "val_size_min")]
+    pub val_size_max: Option<usize>,
+    /// Seed of the random keys and value sizes (by default from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Leases `lease-keepalive` keeps alive, its clients renewing them in
+    /// turn (default: one per client).
+    #[arg(long)]
+    pub leases: Option<usize>,
+    /// Stop at the first NOSPACE (`mvcc: database space exceeded`) and
+    /// report the bytes written before it.
+    #[arg(long)]
+    pub stop_on_nospace: bool,
     /// Number of distinct keys.
     #[arg(long, default_value_t = 10_000)]
     pub key_space: u64,
@@ -134,6 +153,24 @@ pub struct ReportArgs {
     /// The label measured (the numerator).
     #[arg(long, default_value = "raftkv")]
     pub candidate: String,
+    /// Which tables to print.
+    #[arg(long, value_enum, default_value = "all")]
+    pub part: Part,
+}
+
+/// The tables of `bench report`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    /// Every table.
+    All,
+    /// Throughput and latency of the runs.
+    Runs,
+    /// Memory and disk after the load.
+    Resources,
+    /// The store-size records.
+    StoreSize,
+    /// The quota (NOSPACE) records.
+    Quota,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -5,25 +5,29 @@
 //! connection `i % conns`, connection `j` goes to endpoint `j % endpoints`).
 //! Each worker takes an operation number from one shared counter before
 //! each operation and stops when it reaches `--total` or `--duration` has
-//! passed, so the run ends by itself. With `--rate`, operation `n` is not
-//! sent before `start + n / rate`.
+//! passed (or, with `--stop-on-nospace`, at the first NOSPACE), so the run
+//! ends by itself. With `--rate`, operation `n` is not sent before
+//! `start + n / rate`. A keep-alive run grants its leases before the clock
+//! starts and revokes them after it stops.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IsTerminal as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::client::{Client, ClientConfig, Conn as Channel, Security};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use raftkv_proto::etcdserverpb as pb;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::stats::{Recorder, Summary};
-use super::workload::{KeySpace, Kind, OpError, Settings, Worker};
+use super::workload::{KeySpace, Kind, Leases, OpError, Settings, ValueSizes, Worker};
 use super::{LoadArgs, Target};
 use crate::error::CtlError;
 
@@ -31,6 +35,13 @@ use crate::error::CtlError;
 const DEFAULT_TOTAL: u64 = 10_000;
 /// Most clients one run may have (each is a task, some hold streams).
 const CLIENTS_MAX: usize = 10_000;
+/// Most leases a keep-alive run may grant.
+const LEASES_MAX: usize = 1_000_000;
+/// Largest value: one buffer of it is held for the run.
+const VAL_SIZE_MAX: usize = 64 << 20;
+/// TTL of the leases a keep-alive run grants, in seconds: far longer than
+/// the pause between two renewals of one lease in any run worth measuring.
+const LEASE_TTL: i64 = 60;
 
 /// A validated run.
 #[derive(Clone, Debug)]
@@ -49,6 +60,12 @@ pub struct Plan {
     pub security: Security,
     /// Operations to run (`u64::MAX` when only a duration bounds the run).
     pub total: u64,
+    /// The size of each value.
+    pub value_sizes: ValueSizes,
+    /// Seed of the workers' random choices and the value sizes.
+    pub seed: u64,
+    /// Leases to grant and keep alive (0 unless `lease-keepalive`).
+    pub leases: usize,
 }
 
 impl Plan {
@@ -93,6 +110,52 @@ impl Plan {
                 kind.name()
             )));
         }
+        let value_sizes = match (load.val_size_min, load.val_size_max) {
+            (Some(min), Some(max)) => {
+                if min == 0 || min > max || max > VAL_SIZE_MAX {
+                    return Err(CtlError::bad_args(format!(
+                        "--val-size-min and --val-size-max must be 1 <= min <= max <= {VAL_SIZE_MAX}"
+                    )));
+                }
+                ValueSizes::LogUniform { min, max, seed: 0 }
+            }
+            (None, None) if load.val_size <= VAL_SIZE_MAX => ValueSizes::Fixed(load.val_size),
+            (None, None) => {
+                return Err(CtlError::bad_args(format!(
+                    "--val-size must be at most {VAL_SIZE_MAX}"
+                )))
+            }
+            _ => {
+                return Err(CtlError::bad_args(
+                    "--val-size-min and --val-size-max go together",
+                ))
+            }
+        };
+        let leases = match (kind, load.leases) {
+            (Kind::LeaseKeepalive, None) => load.clients,
+            (Kind::LeaseKeepalive, Some(n)) if (1..=LEASES_MAX).contains(&n) => n,
+            (Kind::LeaseKeepalive, Some(_)) => {
+                return Err(CtlError::bad_args(format!(
+                    "--leases must be between 1 and {LEASES_MAX}"
+                )))
+            }
+            (_, None) => 0,
+            (_, Some(_)) => {
+                return Err(CtlError::bad_args(format!(
+                    "--leases does not apply to {}",
+                    kind.name()
+                )))
+            }
+        };
+        let seed = load.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+        let value_sizes = match value_sizes {
+            ValueSizes::LogUniform { min, max, .. } => ValueSizes::LogUniform { min, max, seed },
+            fixed => fixed,
+        };
         let total = match (load.total, load.duration) {
             (Some(total), _) => total,
             (None, Some(_)) => u64::MAX,
@@ -113,6 +176,9 @@ impl Plan {
             connection: connection.clone(),
             security: security.clone(),
             total,
+            value_sizes,
+            seed,
+            leases,
         })
     }
 }
@@ -128,16 +194,38 @@ struct Shared {
     /// Pause between two operations' earliest starts (rate limit).
     interval: Option<Duration>,
     request_timeout: Duration,
+    /// Key and value bytes of the writes acknowledged so far.
+    written: AtomicU64,
+    /// Whether a NOSPACE ends the run.
+    stop_on_nospace: bool,
+    /// Set by the first NOSPACE when it ends the run.
+    stopped: AtomicBool,
+    /// `written` when the first NOSPACE arrived.
+    nospace_at: OnceLock<u64>,
 }
 
 impl Shared {
     /// The next operation's number, or `None` once the run is over.
     fn next(&self) -> Option<u64> {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.stopped.load(Ordering::Relaxed)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
             return None;
         }
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         (n < self.total).then_some(n)
+    }
+
+    /// Notes a failed operation: the first NOSPACE records the bytes
+    /// written until then and, with `--stop-on-nospace`, ends the run.
+    fn failed(&self, error: &OpError) {
+        if error.is_nospace() {
+            self.nospace_at
+                .get_or_init(|| self.written.load(Ordering::Relaxed));
+            if self.stop_on_nospace {
+                self.stopped.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -160,22 +248,21 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
     for i in 0..load.conns {
         channels.push(connect(&client, endpoints[i % endpoints.len()]).await?);
     }
-    let mut workers = start_workers(plan, &channels).await?;
+    let leases = grant_leases(&channels, plan.leases, load.request_timeout)
+        .await
+        .map_err(|e| op_failed("granting the leases to keep alive", &e))?;
+    let leases = Arc::new(leases);
+    let mut workers = start_workers(plan, &channels, &leases).await?;
     let keys = KeySpace::new(
         load.key_size,
         load.key_space,
         load.sequential_keys,
-        load.val_size,
+        plan.value_sizes,
     );
     if plan.settings.kind == Kind::TxnPut {
         let revisions = key_revisions(channels[0].clone(), &keys)
             .await
-            .map_err(|e| {
-                CtlError::failed(format!(
-                    "reading the key space's revisions: code = {} desc = {}",
-                    e.code, e.message
-                ))
-            })?;
+            .map_err(|e| op_failed("reading the key space's revisions", &e))?;
         for worker in &mut workers {
             worker.learn_revisions(&keys, &revisions);
         }
@@ -191,6 +278,10 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
         deadline: load.duration.map(|d| start + d),
         interval: (load.rate > 0).then(|| Duration::from_secs_f64(1.0 / load.rate as f64)),
         request_timeout: load.request_timeout,
+        written: AtomicU64::new(0),
+        stop_on_nospace: load.stop_on_nospace,
+        stopped: AtomicBool::new(false),
+        nospace_at: OnceLock::new(),
     });
     let bar = progress_bar(plan);
     let mut tasks = JoinSet::new();
@@ -214,19 +305,16 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
         })
     };
     let mut recorded = Recorder::new();
-    let mut finished = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (worker, recorder) =
+        let recorder =
             joined.map_err(|e| CtlError::failed(format!("a bench worker failed: {e}")))?;
         recorded.merge(&recorder);
-        finished.push(worker);
     }
     let elapsed = start.elapsed();
     ticker.abort();
     bar.finish_and_clear();
-    for worker in finished {
-        worker.finish().await;
-    }
+    // Best effort: a lease left behind expires after its TTL anyway.
+    revoke_leases(&channels, leases.ids(), load.request_timeout).await;
     Ok(Summary {
         workload: plan.settings.kind.name().to_string(),
         label: load.label.clone(),
@@ -238,9 +326,13 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
         conns: load.conns,
         serializable: load.serializable,
         key_size: load.key_size,
-        val_size: load.val_size,
+        value_sizes: plan.value_sizes,
+        seed: plan.seed,
         key_space: load.key_space,
         rate: load.rate,
+        leases: plan.leases,
+        written_bytes: shared.written.load(Ordering::Relaxed),
+        nospace_at_bytes: shared.nospace_at.get().copied(),
         elapsed,
         recorded,
     })
@@ -248,7 +340,7 @@ pub async fn run(plan: &Plan) -> Result<Summary, CtlError> {
 
 /// One worker's loop: take an operation number, wait for the rate limit,
 /// run and time the operation.
-async fn drive(mut worker: Worker, shared: Arc<Shared>) -> (Worker, Recorder) {
+async fn drive(mut worker: Worker, shared: Arc<Shared>) -> Recorder {
     let mut recorder = Recorder::new();
     while let Some(n) = shared.next() {
         if let Some(interval) = shared.interval {
@@ -264,8 +356,12 @@ async fn drive(mut worker: Worker, shared: Arc<Shared>) -> (Worker, Recorder) {
             Ok(Ok(outcome)) => {
                 recorder.ok(began.elapsed());
                 recorder.conflicts += u64::from(outcome.conflict);
+                shared.written.fetch_add(outcome.written, Ordering::Relaxed);
             }
-            Ok(Err(error)) => recorder.error(error),
+            Ok(Err(error)) => {
+                shared.failed(&error);
+                recorder.error(error);
+            }
             Err(_) => recorder.error(OpError {
                 code: "DeadlineExceeded".into(),
                 message: format!(
@@ -276,7 +372,7 @@ async fn drive(mut worker: Worker, shared: Arc<Shared>) -> (Worker, Recorder) {
         }
         shared.done.fetch_add(1, Ordering::Relaxed);
     }
-    (worker, recorder)
+    recorder
 }
 
 /// The mod revision of every key of the key space that exists, read in
@@ -317,26 +413,106 @@ async fn key_revisions(channel: Channel, keys: &KeySpace) -> Result<HashMap<u64,
     }
 }
 
-async fn start_workers(plan: &Plan, channels: &[Channel]) -> Result<Vec<Worker>, CtlError> {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
+/// A setup step's failure `e`, as the other commands word gRPC errors.
+fn op_failed(what: &str, e: &OpError) -> CtlError {
+    CtlError::failed(format!("{what}: code = {} desc = {}", e.code, e.message))
+}
+
+/// Grants `count` leases, one sequence of grants on each channel at once.
+async fn grant_leases(
+    channels: &[Channel],
+    count: usize,
+    timeout: Duration,
+) -> Result<Leases, OpError> {
+    let grant = move |mut lease: LeaseClient<Channel>, _: usize| async move {
+        let req = pb::LeaseGrantRequest {
+            ttl: LEASE_TTL,
+            id: 0,
+        };
+        let answer = tokio::time::timeout(timeout, lease.lease_grant(req))
+            .await
+            .map_err(|_| OpError {
+                code: "DeadlineExceeded".into(),
+                message: "no lease grant answer in time".into(),
+            })??;
+        Ok(answer.into_inner().id)
+    };
+    let ids = on_channels(channels, (0..count).collect(), grant)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<i64>, OpError>>()?;
+    if ids.len() != count {
+        return Err(OpError {
+            code: "Internal".into(),
+            message: format!("{} of {count} leases granted", ids.len()),
+        });
+    }
+    Ok(Leases::new(ids))
+}
+
+/// Revokes the leases `ids`, ignoring failures.
+async fn revoke_leases(channels: &[Channel], ids: &[i64], timeout: Duration) {
+    let revoke = move |mut lease: LeaseClient<Channel>, id: i64| async move {
+        let req = pb::LeaseRevokeRequest { id };
+        let _ = tokio::time::timeout(timeout, lease.lease_revoke(req)).await;
+    };
+    on_channels(channels, ids.to_vec(), revoke).await;
+}
+
+/// Runs `call` on each of `items`, item `i` on channel `i % channels`, the
+/// channels at once and each one's items in turn; the results in no order.
+async fn on_channels<T, R, F, Fut>(channels: &[Channel], items: Vec<T>, call: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(LeaseClient<Channel>, T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = R> + Send,
+{
+    let mut shares: Vec<Vec<T>> = channels.iter().map(|_| Vec::new()).collect();
+    let count = shares.len().max(1);
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(share) = shares.get_mut(i % count) {
+            share.push(item);
+        }
+    }
+    let mut tasks = JoinSet::new();
+    for (channel, share) in channels.iter().zip(shares) {
+        let (lease, call) = (LeaseClient::new(channel.clone()), call.clone());
+        tasks.spawn(async move {
+            let mut results = Vec::with_capacity(share.len());
+            for item in share {
+                results.push(call(lease.clone(), item).await);
+            }
+            results
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        // A task that panicked leaves its results out; callers count.
+        if let Ok(done) = joined {
+            results.extend(done);
+        }
+    }
+    results
+}
+
+async fn start_workers(
+    plan: &Plan,
+    channels: &[Channel],
+    leases: &Arc<Leases>,
+) -> Result<Vec<Worker>, CtlError> {
+    let seed = plan.seed;
     let mut starting = JoinSet::new();
     for index in 0..plan.load.clients {
         let channel = channels[index % channels.len()].clone();
-        let settings = plan.settings;
-        starting.spawn(async move { Worker::start(settings, index, channel, seed).await });
+        let (settings, leases) = (plan.settings, Arc::clone(leases));
+        starting.spawn(async move { Worker::start(settings, index, channel, seed, leases).await });
     }
     let mut workers = Vec::with_capacity(plan.load.clients);
     while let Some(joined) = starting.join_next().await {
         let worker = joined
             .map_err(|e| CtlError::failed(format!("a bench worker failed to start: {e}")))?
-            .map_err(|e| {
-                CtlError::failed(format!(
-                    "a bench worker failed to start: code = {} desc = {}",
-                    e.code, e.message
-                ))
-            })?;
+            .map_err(|e| op_failed("a bench worker failed to start", &e))?;
         workers.push(worker);
     }
     Ok(workers)

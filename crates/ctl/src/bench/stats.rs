@@ -13,7 +13,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::workload::OpError;
+use super::workload::{OpError, ValueSizes};
 
 /// Longest latency the histogram holds, in microseconds (10 minutes);
 /// longer ones are recorded as this.
@@ -107,14 +107,22 @@ pub struct Summary {
     pub conns: usize,
     /// Serializable reads.
     pub serializable: bool,
-    /// Key and value sizes, key space.
+    /// Key size in bytes.
     pub key_size: usize,
-    /// Value size in bytes.
-    pub val_size: usize,
+    /// Value sizes.
+    pub value_sizes: ValueSizes,
+    /// Seed of the random keys and value sizes.
+    pub seed: u64,
     /// Distinct keys.
     pub key_space: u64,
     /// Rate limit (0: none).
     pub rate: u64,
+    /// Leases kept alive (0 but for `lease-keepalive`).
+    pub leases: usize,
+    /// Key and value bytes of the acknowledged writes.
+    pub written_bytes: u64,
+    /// `written_bytes` when the first NOSPACE arrived, if one did.
+    pub nospace_at_bytes: Option<u64>,
     /// Wall time from the first request to the last answer.
     pub elapsed: Duration,
     /// All workers' measurements.
@@ -153,6 +161,11 @@ impl Summary {
             .iter()
             .map(|(e, n)| json!({"code": e.code, "message": e.message, "count": n}))
             .collect();
+        // `val_size` is null when sizes vary; the range is beside it.
+        let (val_size, val_size_min, val_size_max) = match self.value_sizes {
+            ValueSizes::Fixed(size) => (json!(size), json!(size), json!(size)),
+            ValueSizes::LogUniform { min, max, .. } => (Value::Null, json!(min), json!(max)),
+        };
         json!({
             "workload": self.workload,
             "label": self.label,
@@ -161,13 +174,20 @@ impl Summary {
             "conns": self.conns,
             "serializable": self.serializable,
             "key_size": self.key_size,
-            "val_size": self.val_size,
+            "val_size": val_size,
+            "val_size_min": val_size_min,
+            "val_size_max": val_size_max,
+            "seed": self.seed,
             "key_space": self.key_space,
             "rate": self.rate,
+            "leases": self.leases,
             "ops": self.recorded.ok_count() + self.recorded.error_count(),
             "ok": self.recorded.ok_count(),
             "errors": self.recorded.error_count(),
             "conflicts": self.recorded.conflicts,
+            "written_bytes": self.written_bytes,
+            "nospace": self.nospace_at_bytes.is_some(),
+            "nospace_at_bytes": self.nospace_at_bytes,
             "elapsed_s": round3(self.elapsed.as_secs_f64()),
             "throughput": round3(self.throughput()),
             "latency_ms": Value::Object(latency),
@@ -189,6 +209,15 @@ impl Summary {
             "Workload: {}{reads}, {} clients over {} connections",
             self.workload, self.clients, self.conns
         );
+        if self.leases > 0 {
+            let _ = writeln!(out, "Leases kept alive: {}", self.leases);
+        }
+        if let ValueSizes::LogUniform { min, max, seed } = self.value_sizes {
+            let _ = writeln!(
+                out,
+                "Values: log-uniform from {min} to {max} B (seed {seed})"
+            );
+        }
         let _ = writeln!(
             out,
             "Summary:\n  Total:\t{:.4} secs.\n  Requests:\t{} ok, {} errors\n  Requests/sec:\t{:.2}",
@@ -199,6 +228,12 @@ impl Summary {
         );
         if self.recorded.conflicts > 0 {
             let _ = writeln!(out, "  Txn compares failed:\t{}", self.recorded.conflicts);
+        }
+        if self.written_bytes > 0 {
+            let _ = writeln!(out, "  Bytes written:\t{}", self.written_bytes);
+        }
+        if let Some(bytes) = self.nospace_at_bytes {
+            let _ = writeln!(out, "  NOSPACE after:\t{bytes} bytes written");
         }
         if !h.is_empty() {
             let _ = writeln!(out, "\nLatency (ms):");
@@ -239,9 +274,13 @@ mod tests {
             conns: 1,
             serializable: false,
             key_size: 8,
-            val_size: 256,
+            value_sizes: ValueSizes::Fixed(256),
+            seed: 1,
             key_space: 10,
             rate: 0,
+            leases: 0,
+            written_bytes: 0,
+            nospace_at_bytes: None,
             elapsed,
             recorded,
         }
@@ -310,5 +349,38 @@ mod tests {
         r.ok(Duration::from_secs(3600));
         assert_eq!(r.ok_count(), 2);
         assert_eq!(r.latency_us.min(), 1);
+    }
+
+    #[test]
+    fn written_bytes_and_nospace_are_reported() {
+        let mut r = Recorder::new();
+        r.ok(Duration::from_millis(1));
+        let mut s = summary(r, Duration::from_secs(1));
+        s.value_sizes = ValueSizes::LogUniform {
+            min: 10,
+            max: 65_536,
+            seed: 16,
+        };
+        s.written_bytes = 1234;
+        s.nospace_at_bytes = Some(1000);
+        let json = s.to_json();
+        assert_eq!(json["written_bytes"], 1234);
+        assert_eq!(json["nospace"], true);
+        assert_eq!(json["nospace_at_bytes"], 1000);
+        assert!(json["val_size"].is_null());
+        assert_eq!(json["val_size_max"], 65_536);
+        let text = s.to_text();
+        assert!(
+            text.contains("log-uniform from 10 to 65536 B (seed 16)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("NOSPACE after:\t1000 bytes written"),
+            "{text}"
+        );
+        let plain = summary(Recorder::new(), Duration::from_secs(1)).to_json();
+        assert_eq!(plain["val_size"], 256);
+        assert_eq!(plain["nospace"], false);
+        assert!(plain["nospace_at_bytes"].is_null());
     }
 }

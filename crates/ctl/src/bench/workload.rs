@@ -4,16 +4,22 @@
 //! Keys are decimal numbers zero-padded to `--key-size` (or to the digits
 //! `--key-space` needs, if more), so their byte order is their numeric order
 //! and a range of N consecutive keys is `[key(i), key(i + N))`. Values are
-//! `--val-size` bytes of one letter: neither etcd nor raftkv compresses
-//! values, so their content does not change the cost.
+//! bytes of one letter: neither etcd nor raftkv compresses values, so their
+//! content does not change the cost. Their size is `--val-size`, or
+//! log-uniform between `--val-size-min` and `--val-size-max` as a function
+//! of the seed and the key's index, so two runs with one seed write the
+//! same sizes to the same keys however their clients interleave.
 //!
 //! A [`Worker`] is one client: it owns its streams (watch, keep-alive) and
 //! what it has learnt (the revisions of its txn-put keys). The runner times
 //! each [`Worker::op`] as a whole; for `watch` that is from sending the put
 //! to receiving its event, for `lease-keepalive` one request and its answer.
+//! Keep-alive workers share one set of [`Leases`], each request renewing
+//! the next lease of the set.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Conn as Channel;
@@ -79,26 +85,34 @@ pub struct KeySpace {
     pub sequential: bool,
     /// The next sequential key (over all workers).
     next: AtomicU64,
-    /// The value of every write.
-    pub value: Vec<u8>,
+    /// The size of each key's value.
+    pub sizes: ValueSizes,
+    /// The largest value; each write sends a prefix of it.
+    value: Vec<u8>,
 }
 
 impl KeySpace {
     /// A key space of `size` keys at least `key_size` bytes long.
-    pub fn new(key_size: usize, size: u64, sequential: bool, val_size: usize) -> Self {
+    pub fn new(key_size: usize, size: u64, sequential: bool, sizes: ValueSizes) -> Self {
         let digits = size.saturating_sub(1).max(1).to_string().len();
         Self {
             width: key_size.max(digits),
             size: size.max(1),
             sequential,
             next: AtomicU64::new(0),
-            value: vec![b'v'; val_size],
+            sizes,
+            value: vec![b'v'; sizes.max()],
         }
     }
 
     /// The key numbered `index`.
     pub fn key(&self, index: u64) -> Vec<u8> {
         format!("{index:0width$}", width = self.width).into_bytes()
+    }
+
+    /// The value written to the key numbered `index`.
+    pub fn value(&self, index: u64) -> Vec<u8> {
+        self.value[..self.sizes.of(index)].to_vec()
     }
 
     /// `index` moved to the nearest key of worker `worker` out of
@@ -131,6 +145,90 @@ impl KeySpace {
         } else {
             rng.gen_range(0..self.size)
         }
+    }
+}
+
+/// How big each value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueSizes {
+    /// Every value this many bytes.
+    Fixed(usize),
+    /// From `min` to `max` bytes (both included), log-uniform: each power
+    /// of two between them is as likely, as small values far outnumber
+    /// large ones in most stores.
+    LogUniform {
+        /// Smallest size, at least 1.
+        min: usize,
+        /// Largest size.
+        max: usize,
+        /// Picks the sizes: one seed, one size for each key index.
+        seed: u64,
+    },
+}
+
+impl ValueSizes {
+    /// The size of the value of the key numbered `index`.
+    pub fn of(&self, index: u64) -> usize {
+        match *self {
+            ValueSizes::Fixed(size) => size,
+            ValueSizes::LogUniform { min, max, seed } => {
+                let (low, high) = (min.max(1) as f64, max as f64 + 1.0);
+                // 53 random bits as a fraction in [0, 1).
+                let unit =
+                    (splitmix64(seed ^ splitmix64(index)) >> 11) as f64 / (1u64 << 53) as f64;
+                let size = (low.ln() + unit * (high.ln() - low.ln())).exp();
+                (size as usize).clamp(min.max(1), max.max(1))
+            }
+        }
+    }
+
+    /// The largest size.
+    pub fn max(&self) -> usize {
+        match *self {
+            ValueSizes::Fixed(size) => size,
+            ValueSizes::LogUniform { min, max, .. } => max.max(min).max(1),
+        }
+    }
+}
+
+/// SplitMix64's output function: a fixed, well-mixed hash, so sizes do not
+/// depend on the `rand` crate's version.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The leases a keep-alive run renews, granted before it and shared by
+/// its workers, which take them in turn.
+#[derive(Debug, Default)]
+pub struct Leases {
+    ids: Vec<i64>,
+    next: AtomicU64,
+}
+
+impl Leases {
+    /// The leases `ids`.
+    pub fn new(ids: Vec<i64>) -> Self {
+        Self {
+            ids,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next lease to renew, or `None` when there are none.
+    pub fn pick(&self) -> Option<i64> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.ids.len() as u64;
+        self.ids.get(n as usize).copied()
+    }
+
+    /// Every lease.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
     }
 }
 
@@ -182,12 +280,30 @@ impl From<Status> for OpError {
     }
 }
 
+impl OpError {
+    /// etcd's NOSPACE: the store reached `--quota-backend-bytes`.
+    pub fn is_nospace(&self) -> bool {
+        self.code == "ResourceExhausted" && self.message.contains("database space exceeded")
+    }
+}
+
 /// What a successful operation reports besides its latency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// A txn-put whose compare failed (another writer changed the key since
     /// this client learnt its revision); the revision is learnt from it.
     pub conflict: bool,
+    /// Key and value bytes the operation wrote (0 for reads).
+    pub written: u64,
+}
+
+impl Outcome {
+    fn wrote(key: &[u8], value: &[u8]) -> Self {
+        Self {
+            conflict: false,
+            written: (key.len() + value.len()) as u64,
+        }
+    }
 }
 
 /// One client of the benchmark.
@@ -201,6 +317,8 @@ pub struct Worker {
     watch: Option<WatchStream>,
     keepalive: Option<KeepAliveStream>,
     lease: LeaseClient<Channel>,
+    /// lease-keepalive: the leases all workers renew.
+    leases: Arc<Leases>,
 }
 
 struct WatchStream {
@@ -210,20 +328,52 @@ struct WatchStream {
 }
 
 struct KeepAliveStream {
-    id: i64,
     requests: mpsc::Sender<pb::LeaseKeepAliveRequest>,
     answers: Streaming<pb::LeaseKeepAliveResponse>,
 }
 
+impl KeepAliveStream {
+    /// Asks to renew lease `id` and waits for its answer.
+    async fn renew(&mut self, id: i64, timeout: Duration) -> Result<Outcome, OpError> {
+        self.requests
+            .send(pb::LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| OpError::client(Code::Unavailable, "keep-alive stream closed"))?;
+        self.answer(id, timeout).await
+    }
+
+    /// Waits for the answer to the renewal of lease `id`.
+    async fn answer(&mut self, id: i64, timeout: Duration) -> Result<Outcome, OpError> {
+        let answer = tokio::time::timeout(timeout, self.answers.message())
+            .await
+            .map_err(|_| {
+                OpError::client(Code::DeadlineExceeded, "no keep-alive answer in time")
+            })??;
+        match answer {
+            Some(resp) if resp.id != id => Err(OpError::client(
+                Code::Internal,
+                format!("keep-alive of lease {id} answered for lease {}", resp.id),
+            )),
+            Some(resp) if resp.ttl > 0 => Ok(Outcome::default()),
+            Some(_) => Err(OpError::client(Code::NotFound, "lease expired")),
+            None => Err(OpError::client(
+                Code::Unavailable,
+                "keep-alive stream ended",
+            )),
+        }
+    }
+}
+
 impl Worker {
-    /// Worker number `index` on `channel`, with its streams opened (a
-    /// watch, or a lease and its keep-alive stream) when the workload
-    /// needs them.
+    /// Worker number `index` on `channel`, with its stream opened (a watch,
+    /// or a keep-alive stream renewing `leases`) when the workload needs
+    /// one.
     pub async fn start(
         settings: Settings,
         index: usize,
         channel: Channel,
         seed: u64,
+        leases: Arc<Leases>,
     ) -> Result<Self, OpError> {
         let mut worker = Self {
             settings,
@@ -234,10 +384,14 @@ impl Worker {
             watch: None,
             keepalive: None,
             lease: LeaseClient::new(channel.clone()),
+            leases,
         };
         match settings.kind {
             Kind::Watch => worker.watch = Some(worker.open_watch(channel).await?),
-            Kind::LeaseKeepalive => worker.keepalive = Some(worker.open_keepalive().await?),
+            Kind::LeaseKeepalive => {
+                let first = worker.lease_to_renew()?;
+                worker.keepalive = Some(worker.open_keepalive(first).await?);
+            }
             _ => {}
         }
         Ok(worker)
@@ -275,27 +429,16 @@ impl Worker {
         }
     }
 
-    /// Releases what the worker holds on the server (its lease).
-    pub async fn finish(mut self) {
-        if let Some(stream) = self.keepalive.take() {
-            let revoke = pb::LeaseRevokeRequest { id: stream.id };
-            let _ = tokio::time::timeout(
-                self.settings.request_timeout,
-                self.lease.lease_revoke(revoke),
-            )
-            .await;
-        }
-    }
-
     async fn put(&mut self, keys: &KeySpace) -> Result<Outcome, OpError> {
-        let key = keys.key(keys.pick(&mut self.rng));
+        let index = keys.pick(&mut self.rng);
         let req = pb::PutRequest {
-            key,
-            value: keys.value.clone(),
+            key: keys.key(index),
+            value: keys.value(index),
             ..Default::default()
         };
+        let outcome = Outcome::wrote(&req.key, &req.value);
         self.kv.put(req).await?;
-        Ok(Outcome::default())
+        Ok(outcome)
     }
 
     async fn get(&mut self, keys: &KeySpace) -> Result<Outcome, OpError> {
@@ -324,6 +467,8 @@ impl Worker {
     async fn txn_put(&mut self, keys: &KeySpace) -> Result<Outcome, OpError> {
         let index = keys.owned(keys.pick(&mut self.rng), self.index, self.settings.clients);
         let key = keys.key(index);
+        let value = keys.value(index);
+        let written = Outcome::wrote(&key, &value);
         let expected = self.revisions.get(&index).copied().unwrap_or(0);
         let req = pb::TxnRequest {
             compare: vec![pb::Compare {
@@ -336,7 +481,7 @@ impl Worker {
             success: vec![pb::RequestOp {
                 request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
                     key: key.clone(),
-                    value: keys.value.clone(),
+                    value,
                     ..Default::default()
                 })),
             }],
@@ -351,7 +496,7 @@ impl Worker {
         if resp.succeeded {
             let revision = resp.header.map_or(0, |h| h.revision);
             self.revisions.insert(index, revision);
-            return Ok(Outcome::default());
+            return Ok(written);
         }
         let seen = resp.responses.iter().find_map(|op| match &op.response {
             Some(pb::response_op::Response::ResponseRange(range)) => {
@@ -360,7 +505,10 @@ impl Worker {
             _ => None,
         });
         self.revisions.insert(index, seen.unwrap_or(0));
-        Ok(Outcome { conflict: true })
+        Ok(Outcome {
+            conflict: true,
+            written: 0,
+        })
     }
 
     async fn open_watch(&self, channel: Channel) -> Result<WatchStream, OpError> {
@@ -400,9 +548,10 @@ impl Worker {
         };
         let req = pb::PutRequest {
             key: stream.key.clone(),
-            value: keys.value.clone(),
+            value: keys.value(self.index as u64),
             ..Default::default()
         };
+        let written = Outcome::wrote(&req.key, &req.value);
         let revision = self
             .kv
             .put(req)
@@ -422,7 +571,7 @@ impl Worker {
                             .iter()
                             .any(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision >= revision));
                         if seen {
-                            return Ok(Outcome::default());
+                            return Ok(written);
                         }
                     }
                     None => return Err(OpError::client(Code::Unavailable, "watch stream ended")),
@@ -434,42 +583,56 @@ impl Worker {
             .map_err(|_| OpError::client(Code::DeadlineExceeded, "no watch event in time"))?
     }
 
-    async fn open_keepalive(&mut self) -> Result<KeepAliveStream, OpError> {
-        let grant = pb::LeaseGrantRequest { ttl: 60, id: 0 };
-        let id = self.lease.lease_grant(grant).await?.into_inner().id;
+    /// A keep-alive stream, opened by renewing lease `first`.
+    async fn open_keepalive(&self, first: i64) -> Result<KeepAliveStream, OpError> {
+        let timeout = self.settings.request_timeout;
         let (tx, rx) = mpsc::channel(4);
+        // grpc-go (etcd) sends a stream's headers with its first answer, so
+        // the call opens only once a request is on its way.
+        tx.send(pb::LeaseKeepAliveRequest { id: first })
+            .await
+            .map_err(|_| OpError::client(Code::Internal, "keep-alive request queue closed"))?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let answers = self.lease.lease_keep_alive(stream).await?.into_inner();
-        Ok(KeepAliveStream {
-            id,
+        let mut lease = self.lease.clone();
+        let answers = tokio::time::timeout(timeout, lease.lease_keep_alive(stream))
+            .await
+            .map_err(|_| {
+                OpError::client(
+                    Code::DeadlineExceeded,
+                    "keep-alive stream not opened in time",
+                )
+            })??
+            .into_inner();
+        let mut opened = KeepAliveStream {
             requests: tx,
             answers,
-        })
+        };
+        opened.answer(first, timeout).await?;
+        Ok(opened)
     }
 
     async fn keep_alive(&mut self) -> Result<Outcome, OpError> {
+        let id = self.lease_to_renew()?;
         let timeout = self.settings.request_timeout;
-        let Some(stream) = self.keepalive.as_mut() else {
-            return Err(OpError::client(Code::Internal, "no keep-alive stream"));
+        let renewed = match self.keepalive.as_mut() {
+            Some(stream) => stream.renew(id, timeout).await,
+            None => self.open_keepalive(id).await.map(|stream| {
+                self.keepalive = Some(stream);
+                Outcome::default()
+            }),
         };
-        stream
-            .requests
-            .send(pb::LeaseKeepAliveRequest { id: stream.id })
-            .await
-            .map_err(|_| OpError::client(Code::Unavailable, "keep-alive stream closed"))?;
-        let answer = tokio::time::timeout(timeout, stream.answers.message())
-            .await
-            .map_err(|_| {
-                OpError::client(Code::DeadlineExceeded, "no keep-alive answer in time")
-            })??;
-        match answer {
-            Some(resp) if resp.ttl > 0 => Ok(Outcome::default()),
-            Some(_) => Err(OpError::client(Code::NotFound, "lease expired")),
-            None => Err(OpError::client(
-                Code::Unavailable,
-                "keep-alive stream ended",
-            )),
+        // A failed stream would fail every later renewal at once: the next
+        // one opens another (the failure is counted, not retried).
+        if renewed.is_err() {
+            self.keepalive = None;
         }
+        renewed
+    }
+
+    fn lease_to_renew(&self) -> Result<i64, OpError> {
+        self.leases
+            .pick()
+            .ok_or_else(|| OpError::client(Code::Internal, "no leases to keep alive"))
     }
 }
 
@@ -479,16 +642,16 @@ mod tests {
 
     #[test]
     fn keys_are_padded_so_byte_order_is_numeric_order() {
-        let keys = KeySpace::new(4, 100_000, false, 3);
+        let keys = KeySpace::new(4, 100_000, false, ValueSizes::Fixed(3));
         assert_eq!(keys.width, 5);
         assert_eq!(keys.key(42), b"00042".to_vec());
         assert!(keys.key(9) < keys.key(10));
-        assert_eq!(keys.value, b"vvv".to_vec());
+        assert_eq!(keys.value(7), b"vvv".to_vec());
         assert_eq!(keys.index_of(b"00042"), Some(42));
         assert_eq!(keys.index_of(b"0042"), None, "another width");
         assert_eq!(keys.index_of(b"bench"), None);
         assert_eq!(
-            KeySpace::new(4, 50, false, 3).index_of(b"0077"),
+            KeySpace::new(4, 50, false, ValueSizes::Fixed(3)).index_of(b"0077"),
             None,
             "outside"
         );
@@ -496,7 +659,7 @@ mod tests {
 
     #[test]
     fn sequential_keys_wrap_around_the_key_space() {
-        let keys = KeySpace::new(8, 3, true, 1);
+        let keys = KeySpace::new(8, 3, true, ValueSizes::Fixed(1));
         let mut rng = SmallRng::seed_from_u64(1);
         let picked: Vec<u64> = (0..5).map(|_| keys.pick(&mut rng)).collect();
         assert_eq!(picked, vec![0, 1, 2, 0, 1]);
@@ -504,7 +667,7 @@ mod tests {
 
     #[test]
     fn txn_put_workers_own_disjoint_keys() {
-        let keys = KeySpace::new(8, 10, false, 1);
+        let keys = KeySpace::new(8, 10, false, ValueSizes::Fixed(1));
         assert_eq!(keys.owned(7, 1, 4), 5);
         assert_eq!(keys.owned(9, 2, 4), 2);
         assert!((0..10).all(|i| keys.owned(i, 3, 4) % 4 == 3));
@@ -512,8 +675,66 @@ mod tests {
 
     #[test]
     fn random_keys_stay_in_the_key_space() {
-        let keys = KeySpace::new(8, 10, false, 1);
+        let keys = KeySpace::new(8, 10, false, ValueSizes::Fixed(1));
         let mut rng = SmallRng::seed_from_u64(7);
         assert!((0..1000).all(|_| keys.pick(&mut rng) < 10));
+    }
+
+    #[test]
+    fn log_uniform_sizes_stay_within_bounds_and_follow_the_seed() {
+        let sizes = ValueSizes::LogUniform {
+            min: 10,
+            max: 65_536,
+            seed: 16,
+        };
+        let drawn: Vec<usize> = (0..20_000).map(|i| sizes.of(i)).collect();
+        assert!(drawn.iter().all(|s| (10..=65_536).contains(s)));
+        assert_eq!(drawn, (0..20_000).map(|i| sizes.of(i)).collect::<Vec<_>>());
+        let other = ValueSizes::LogUniform {
+            min: 10,
+            max: 65_536,
+            seed: 17,
+        };
+        assert_ne!(drawn, (0..20_000).map(|i| other.of(i)).collect::<Vec<_>>());
+        // Log-uniform: about as many below the geometric mean (~810 B) as
+        // above it, and both ends are reached.
+        let below = drawn.iter().filter(|&&s| s < 810).count();
+        assert!((9_000..11_000).contains(&below), "{below}");
+        assert!(drawn.iter().any(|&s| s < 12) && drawn.iter().any(|&s| s > 60_000));
+        assert_eq!(sizes.max(), 65_536);
+        let keys = KeySpace::new(8, 10, true, sizes);
+        assert_eq!(keys.value(3).len(), sizes.of(3));
+    }
+
+    #[test]
+    fn one_size_range_gives_that_size() {
+        let sizes = ValueSizes::LogUniform {
+            min: 5,
+            max: 5,
+            seed: 1,
+        };
+        assert!((0..100).all(|i| sizes.of(i) == 5));
+    }
+
+    #[test]
+    fn leases_are_taken_in_turn() {
+        let leases = Leases::new(vec![7, 8, 9]);
+        let picked: Vec<_> = (0..5).filter_map(|_| leases.pick()).collect();
+        assert_eq!(picked, vec![7, 8, 9, 7, 8]);
+        assert_eq!(Leases::default().pick(), None);
+    }
+
+    #[test]
+    fn nospace_is_recognised_by_code_and_message() {
+        let nospace = OpError {
+            code: "ResourceExhausted".into(),
+            message: "etcdserver: mvcc: database space exceeded".into(),
+        };
+        assert!(nospace.is_nospace());
+        let other = OpError {
+            code: "ResourceExhausted".into(),
+            message: "grpc: received message larger than max".into(),
+        };
+        assert!(!other.is_nospace());
     }
 }

@@ -31,8 +31,13 @@ pub struct TestServer {
 impl TestServer {
     /// A member with its own peer URL.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A member with its own peer URL and the server flags `extra`.
+    pub fn start_with(extra: &[&str]) -> Self {
         let peer = free_port();
-        Self::start_as(peer, None)
+        Self::start_configured(peer, None, extra)
     }
 
     /// A member that advertises `identity_peer_port` (and
@@ -41,6 +46,14 @@ impl TestServer {
     /// cluster ids and list the same client URL, so their answers to the
     /// same commands are byte for byte the same.
     pub fn start_as(identity_peer_port: u16, identity_client_port: Option<u16>) -> Self {
+        Self::start_configured(identity_peer_port, identity_client_port, &[])
+    }
+
+    fn start_configured(
+        identity_peer_port: u16,
+        identity_client_port: Option<u16>,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let listen_peer = free_port();
@@ -52,24 +65,22 @@ impl TestServer {
         let data_dir = dir.path().display().to_string();
         let listen_peer_url = format!("http://127.0.0.1:{listen_peer}");
         let initial_cluster = format!("default={peer_url}");
-        Self::start_with_flags(
-            dir,
-            port,
-            &[
-                "--data-dir",
-                &data_dir,
-                "--listen-client-urls",
-                &client_url,
-                "--advertise-client-urls",
-                &advertised_client,
-                "--listen-peer-urls",
-                &listen_peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &initial_cluster,
-            ],
-        )
+        let mut flags = vec![
+            "--data-dir",
+            &data_dir,
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &advertised_client,
+            "--listen-peer-urls",
+            &listen_peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &initial_cluster,
+        ];
+        flags.extend_from_slice(extra);
+        Self::start_with_flags(dir, port, &flags)
     }
 
     /// A member run with `flags`, which must serve clients on `port`; `dir`
