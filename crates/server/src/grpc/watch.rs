@@ -595,9 +595,8 @@ impl WatchStream {
     /// Queues a watcher's events of one revision (in fragments if it asked
     /// and they are larger than the request limit), all or none.
     fn send_events(&mut self, watch_id: i64, events: &[&Event], revision: i64) -> Delivery {
-        let header = self.header(revision);
         let limit = self.ctx.max_request_bytes as usize;
-        let Some(watcher) = self.watchers.get_mut(&watch_id) else {
+        let Some(watcher) = self.watchers.get(&watch_id) else {
             return Delivery::Queued;
         };
         let events: Vec<mvccpb::Event> = events
@@ -608,13 +607,14 @@ impl WatchStream {
         if events.is_empty() {
             return Delivery::Queued;
         }
+        let fragment = watcher.fragment;
         let response = pb::WatchResponse {
-            header,
+            header: self.header(revision),
             watch_id,
             events,
             ..Default::default()
         };
-        let responses = if watcher.fragment && prost::Message::encoded_len(&response) > limit {
+        let responses = if fragment && prost::Message::encoded_len(&response) > limit {
             fragments(response, limit)
         } else {
             vec![response]
